@@ -48,3 +48,11 @@ pub fn matches(filter: &str, topic: &str) -> bool {
     let _ = (filter, topic);
     todo!("topic helper")
 }
+
+/// Splits a shared-subscription filter `$share/{group}/{filter}` into group and filter;
+/// `None` if `filter` is not a (valid) shared filter.
+pub fn parse_shared(filter: &str) -> Option<(&str, &str)> {
+    let rest = filter.strip_prefix("$share/")?;
+    let (group, inner) = rest.split_once('/')?;
+    Some((group, inner))
+}

@@ -1,1 +1,136 @@
-fn main() {}
+//! The `mqtt-server` daemon: runs the broker from the embedded default configuration or a TOML
+//! file, with a few command-line overrides, until SIGINT or SIGTERM.
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::Parser;
+use mqtt_server::config::{self, Config};
+use mqtt_server::Broker;
+
+/// An MQTT 3.1.1 / 3.1 broker.
+#[derive(Debug, Parser)]
+#[command(name = "mqtt-server", version, about)]
+struct Args {
+    /// Configuration file (TOML). Without it the embedded default is used: one listener on
+    /// 127.0.0.1:1883 admitting anonymous clients.
+    #[arg(short, long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Port of the first listener (0 picks a free port).
+    #[arg(short, long)]
+    port: Option<u16>,
+    /// Address of the first listener: an IP (keeps the port) or IP:PORT.
+    #[arg(short, long, value_name = "ADDR")]
+    bind: Option<String>,
+    /// Log level or tracing filter (overrides `log_level`; RUST_LOG overrides both).
+    #[arg(short, long, value_name = "LEVEL")]
+    log_level: Option<String>,
+    /// Print the embedded default configuration (a commented TOML file) and exit.
+    #[arg(long)]
+    print_default_config: bool,
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    if args.print_default_config {
+        print!("{}", config::DEFAULT_CONFIG_TOML);
+        return ExitCode::SUCCESS;
+    }
+    let config = match load(&args) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("mqtt-server: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    init_logging(&config.log_level);
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("mqtt-server: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(run(config))
+}
+
+fn load(args: &Args) -> Result<Config, String> {
+    let mut config = match &args.config {
+        Some(path) => Config::load(path).map_err(|e| e.to_string())?,
+        None => Config::from_toml_str(config::DEFAULT_CONFIG_TOML, "<embedded default config>").map_err(|e| e.to_string())?,
+    };
+    if let Some(level) = &args.log_level {
+        config.log_level = level.clone();
+    }
+    if args.port.is_some() || args.bind.is_some() {
+        let first = config
+            .listeners
+            .first_mut()
+            .ok_or_else(|| "--port/--bind need at least one listener in the configuration".to_string())?;
+        if let Some(bind) = &args.bind {
+            first.bind = if let Ok(addr) = bind.parse::<SocketAddr>() {
+                addr
+            } else if let Ok(ip) = bind.parse::<IpAddr>() {
+                SocketAddr::new(ip, first.bind.port())
+            } else {
+                return Err(format!("--bind: '{bind}' is neither an IP address nor IP:PORT"));
+            };
+        }
+        if let Some(port) = args.port {
+            first.bind.set_port(port);
+        }
+    }
+    let origin = args
+        .config
+        .as_ref()
+        .map_or_else(|| "<command line>".to_string(), |p| p.display().to_string());
+    config.validate(&origin).map_err(|e| e.to_string())?;
+    Ok(config)
+}
+
+fn init_logging(level: &str) {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_default_env()
+        .or_else(|_| EnvFilter::try_new(level))
+        .unwrap_or_else(|_| EnvFilter::new("info"));
+    tracing_subscriber::fmt().with_env_filter(filter).with_target(false).init();
+}
+
+async fn run(config: Config) -> ExitCode {
+    let broker = Broker::new(config);
+    if let Err(e) = broker.start().await {
+        eprintln!("mqtt-server: {e}");
+        return ExitCode::FAILURE;
+    }
+    for addr in broker.local_addrs() {
+        // Tests and scripts read this line to learn the port chosen for port 0.
+        println!("mqtt-server listening on {addr}");
+    }
+    wait_for_signal().await;
+    tracing::info!("shutting down");
+    broker.shutdown().await;
+    ExitCode::SUCCESS
+}
+
+async fn wait_for_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}

@@ -31,7 +31,7 @@ impl<K: Eq + Hash + Clone, V> SubscriptionTree<K, V> {
     }
     /// Calls `f` for every (subscriber, value) whose filter matches `topic`. A subscriber with
     /// several matching filters is visited once per filter.
-    pub fn for_each_match(&self, topic: &str, mut f: impl FnMut(&K, &V)) {
+    pub fn for_each_match<'a>(&'a self, topic: &str, mut f: impl FnMut(&'a K, &'a V)) {
         let _ = (topic, &mut f);
         todo!()
     }

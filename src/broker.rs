@@ -1,0 +1,209 @@
+//! The broker: shared state of the whole server, and the public handle an application holds.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use parking_lot::Mutex;
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::auth::credentials::Credentials;
+use crate::config::Config;
+use crate::hooks::{Hooks, NoHooks};
+use crate::local_client::LocalClient;
+use crate::metrics::{Metrics, MetricsSnapshot};
+use crate::router::Router;
+use crate::session::registry::SessionRegistry;
+use crate::transport::{ListenerContext, tcp};
+
+/// How long [`Broker::shutdown`] waits for connections to finish.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+
+/// Errors of the broker's lifecycle.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum BrokerError {
+    /// A listener could not bind its address.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// The configured address.
+        addr: SocketAddr,
+        /// The operating system's error.
+        source: std::io::Error,
+    },
+    /// `start` was called twice.
+    #[error("the broker is already started")]
+    AlreadyStarted,
+    /// `start` was called after `shutdown`.
+    #[error("the broker has been shut down")]
+    ShutDown,
+}
+
+/// State shared by every task of one broker.
+pub(crate) struct BrokerCore {
+    pub config: Config,
+    pub router: Router,
+    pub sessions: SessionRegistry,
+    pub credentials: Credentials,
+    pub hooks: Arc<dyn Hooks>,
+    pub metrics: Metrics,
+    pub shutdown: CancellationToken,
+    pub tasks: TaskTracker,
+    pub connection_slots: Arc<Semaphore>,
+    next_connection: AtomicU64,
+    local_addrs: Mutex<Option<Vec<SocketAddr>>>,
+}
+
+impl BrokerCore {
+    /// A fresh id for a connection (or an in-process client).
+    pub fn next_connection_id(&self) -> u64 {
+        self.next_connection.fetch_add(1, Ordering::Relaxed)
+    }
+}
+
+impl std::fmt::Debug for BrokerCore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BrokerCore").field("config", &self.config).finish_non_exhaustive()
+    }
+}
+
+/// An MQTT broker. Create it with a [`Config`], optionally install [`Hooks`], then
+/// [`start`](Broker::start) it inside a tokio runtime.
+///
+/// ```no_run
+/// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+/// use mqtt_server::{Broker, Config};
+/// let broker = Broker::new(Config::default());
+/// broker.start().await?;
+/// println!("listening on {:?}", broker.local_addrs());
+/// broker.shutdown().await;
+/// # Ok(()) }
+/// ```
+#[derive(Debug)]
+pub struct Broker {
+    core: Arc<BrokerCore>,
+}
+
+impl Broker {
+    /// A broker with this configuration and no hooks. Nothing listens until [`Broker::start`].
+    pub fn new(config: Config) -> Broker {
+        Broker::with_hooks(config, NoHooks)
+    }
+
+    /// A broker whose CONNECT, PUBLISH and SUBSCRIBE decisions go through `hooks`.
+    pub fn with_hooks(config: Config, hooks: impl Hooks) -> Broker {
+        let slots = Arc::new(Semaphore::new(config.limits.max_connections.min(Semaphore::MAX_PERMITS)));
+        Broker {
+            core: Arc::new(BrokerCore {
+                config,
+                router: Router::new(),
+                sessions: SessionRegistry::default(),
+                credentials: Credentials::default(),
+                hooks: Arc::new(hooks),
+                metrics: Metrics::default(),
+                shutdown: CancellationToken::new(),
+                tasks: TaskTracker::new(),
+                connection_slots: slots,
+                next_connection: AtomicU64::new(1),
+                local_addrs: Mutex::new(None),
+            }),
+        }
+    }
+
+    /// Binds every configured listener and starts accepting clients. Returns once all are
+    /// bound (so [`Broker::local_addrs`] then tells the ports chosen for port 0); fails
+    /// without listening anywhere if any address cannot be bound.
+    pub async fn start(&self) -> Result<(), BrokerError> {
+        if self.core.shutdown.is_cancelled() {
+            return Err(BrokerError::ShutDown);
+        }
+        if self.core.local_addrs.lock().is_some() {
+            return Err(BrokerError::AlreadyStarted);
+        }
+        let mut bound = Vec::new();
+        for cfg in &self.core.config.listeners {
+            let listener = TcpListener::bind(cfg.bind)
+                .await
+                .map_err(|source| BrokerError::Bind { addr: cfg.bind, source })?;
+            let local_addr = listener.local_addr().map_err(|source| BrokerError::Bind { addr: cfg.bind, source })?;
+            let context = Arc::new(ListenerContext {
+                local_addr,
+                allow_anonymous: cfg.anonymous_allowed(),
+            });
+            bound.push((listener, context));
+        }
+        let mut addrs = self.core.local_addrs.lock();
+        if addrs.is_some() {
+            return Err(BrokerError::AlreadyStarted);
+        }
+        *addrs = Some(bound.iter().map(|(_, c)| c.local_addr).collect());
+        drop(addrs);
+        for (listener, context) in bound {
+            tracing::info!(addr = %context.local_addr, anonymous = context.allow_anonymous, "listening (mqtt over tcp)");
+            self.core.tasks.spawn(tcp::accept_loop(self.core.clone(), listener, context));
+        }
+        Ok(())
+    }
+
+    /// The addresses the listeners are bound to (empty before [`Broker::start`]).
+    pub fn local_addrs(&self) -> Vec<SocketAddr> {
+        self.core.local_addrs.lock().clone().unwrap_or_default()
+    }
+
+    /// The address of the first listener, if started.
+    pub fn local_addr(&self) -> Option<SocketAddr> {
+        self.local_addrs().first().copied()
+    }
+
+    /// Adds (or replaces) a user; the password is stored as a salted PBKDF2-SHA512 hash, never
+    /// in clear. Once any user exists, a client that sends a user name must match it.
+    pub fn add_credentials(&self, username: &str, password: &str) {
+        self.core.credentials.add(username, password);
+    }
+
+    /// An in-process client: publish and subscribe from the embedding program without a
+    /// socket. It behaves like a network client with Clean Session 1 and this client id (a
+    /// network client with the same id takes it over, and vice versa).
+    pub fn local_client(&self, client_id: &str) -> LocalClient {
+        LocalClient::connect(self.core.clone(), client_id)
+    }
+
+    /// The broker's counters.
+    pub fn metrics(&self) -> MetricsSnapshot {
+        self.core.metrics.snapshot()
+    }
+
+    /// Number of sessions (connected clients plus stored persistent sessions).
+    pub fn session_count(&self) -> usize {
+        self.core.sessions.len()
+    }
+
+    /// Number of subscriptions held by all sessions.
+    pub fn subscription_count(&self) -> usize {
+        self.core.router.subscription_count()
+    }
+
+    /// Number of retained messages.
+    pub fn retained_count(&self) -> usize {
+        self.core.router.retained_count()
+    }
+
+    /// Stops accepting, closes every connection, and waits (up to 5 s) for their tasks to end.
+    /// Idempotent.
+    pub async fn shutdown(&self) {
+        self.core.shutdown.cancel();
+        self.core.tasks.close();
+        if tokio::time::timeout(SHUTDOWN_GRACE, self.core.tasks.wait()).await.is_err() {
+            tracing::warn!("some connections did not close within the shutdown grace period");
+        }
+    }
+
+    /// A token cancelled when the broker shuts down (for tasks the application ties to it).
+    pub fn shutdown_token(&self) -> CancellationToken {
+        self.core.shutdown.clone()
+    }
+}

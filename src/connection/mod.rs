@@ -1,0 +1,325 @@
+//! One client connection: the CONNECT handshake, the read loop with keep-alive, and the exit
+//! path (will message, session detach). Outbound traffic is written by a sibling task,
+//! [`writer::Writer`], fed through the session's queues.
+//!
+//! The connection never knows what transport it runs on: it takes any async byte stream halves.
+
+mod handler;
+mod handshake;
+mod writer;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use bytes::BytesMut;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use crate::broker::BrokerCore;
+use crate::codec::{self, ConnAck, Connect, DecodeError, LastWill, Packet, ProtocolVersion};
+use crate::hooks::{ClientInfo, ConnectDecision, DisconnectReason};
+use crate::metrics::Metrics;
+use crate::session::{QueueLimits, Session};
+use crate::transport::ListenerContext;
+use handler::Handler;
+use writer::Writer;
+
+/// Free space kept in the read buffer before each read.
+const READ_CHUNK: usize = 4096;
+/// How long the reader waits for its writer to finish after the connection ends.
+const WRITER_GRACE: Duration = Duration::from_secs(2);
+
+/// Serves one accepted connection until it ends. `reader`/`writer` are the two halves of the
+/// client's byte stream.
+pub(crate) async fn run<R, W>(
+    core: Arc<BrokerCore>,
+    listener: Arc<ListenerContext>,
+    mut reader: R,
+    mut writer: W,
+    remote_addr: Option<SocketAddr>,
+) where
+    R: AsyncRead + Unpin + Send + 'static,
+    W: AsyncWrite + Unpin + Send + 'static,
+{
+    let max_packet = core.config.limits.max_packet_size as usize;
+    let mut buf = BytesMut::with_capacity(READ_CHUNK);
+
+    // [MQTT-3.1.0-1] the first packet must be CONNECT, and it must come within the connect
+    // timeout (a socket that never sends one must not hold resources: slowloris).
+    let deadline = Instant::now() + core.config.limits.connect_timeout();
+    let first = tokio::select! {
+        biased;
+        _ = core.shutdown.cancelled() => return,
+        r = tokio::time::timeout_at(deadline, read_packet(&mut reader, &mut buf, ProtocolVersion::V3_1_1, max_packet)) => r,
+    };
+    let connect = match first {
+        Err(_elapsed) => {
+            tracing::debug!(?remote_addr, "no CONNECT within the connect timeout; closing");
+            return;
+        }
+        Ok(Err(ReadError::Closed)) => return,
+        Ok(Err(ReadError::Decode(e))) => {
+            Metrics::inc(&core.metrics.protocol_errors);
+            tracing::debug!(?remote_addr, error = %e, "bad CONNECT; closing");
+            if let DecodeError::UnsupportedProtocolLevel(level) = e {
+                // [MQTT-3.1.2-2] unsupported protocol level: CONNACK 0x01, then close.
+                let version = (level == 5).then_some(ProtocolVersion::V5);
+                let code = handshake::unsupported_version_code(version);
+                send_refusal(&mut writer, code, ProtocolVersion::V3_1_1).await;
+            }
+            return;
+        }
+        Ok(Ok(Packet::Connect(c))) => c,
+        Ok(Ok(other)) => {
+            Metrics::inc(&core.metrics.protocol_errors);
+            tracing::debug!(?remote_addr, packet = other.name(), "[MQTT-3.1.0-1] first packet is not CONNECT; closing");
+            return;
+        }
+    };
+    serve(core, listener, reader, writer, buf, *connect, remote_addr).await;
+}
+
+/// Writes a refusing CONNACK (Session Present 0, [MQTT-3.2.2-4]) and closes ([MQTT-3.2.2-5]).
+async fn send_refusal<W: AsyncWrite + Unpin>(writer: &mut W, code: u8, version: ProtocolVersion) {
+    let mut out = BytesMut::new();
+    let connack = Packet::ConnAck(ConnAck {
+        session_present: false,
+        code,
+        properties: None,
+    });
+    if codec::encode(&connack, version, &mut out).is_ok() {
+        let _ = tokio::time::timeout(Duration::from_secs(5), async {
+            let _ = writer.write_all(&out).await;
+            let _ = writer.shutdown().await;
+        })
+        .await;
+    }
+}
+
+async fn serve<R, W>(
+    core: Arc<BrokerCore>,
+    listener: Arc<ListenerContext>,
+    mut reader: R,
+    mut writer: W,
+    mut buf: BytesMut,
+    connect: Connect,
+    remote_addr: Option<SocketAddr>,
+) where
+    R: AsyncRead + Unpin + Send + 'static,
+    W: AsyncWrite + Unpin + Send + 'static,
+{
+    let version = connect.protocol;
+    let (client_id, _assigned) = match handshake::client_id(&core, &connect) {
+        Ok(id) => id,
+        Err(decision) => {
+            Metrics::inc(&core.metrics.connections_refused);
+            send_refusal(&mut writer, handshake::refusal_code(decision, version), version).await;
+            return;
+        }
+    };
+    let decision = handshake::authenticate(&core, &listener, &connect, &client_id, remote_addr).await;
+    if decision != ConnectDecision::Accept {
+        Metrics::inc(&core.metrics.connections_refused);
+        tracing::info!(%client_id, ?remote_addr, ?decision, "connection refused");
+        send_refusal(&mut writer, handshake::refusal_code(decision, version), version).await;
+        return;
+    }
+
+    let conn_id = core.next_connection_id();
+    let cancel = core.shutdown.child_token();
+    let limits = QueueLimits {
+        max_inflight: usize::from(core.config.limits.max_inflight_messages),
+        max_queued: core.config.limits.max_queued_messages,
+        queue_qos0_offline: core.config.mqtt.queue_qos0_messages,
+    };
+    let opened = core.sessions.open(&client_id, connect.clean_start, limits);
+    if let Some(old) = &opened.discarded {
+        core.router.remove_session(old);
+    }
+    let session = opened.session;
+    session.attach(conn_id, cancel.clone());
+
+    // CONNACK is written before the writer task starts, so it precedes everything queued.
+    let connack = Packet::ConnAck(ConnAck {
+        // [MQTT-3.2.2-1] Session Present is 0 with Clean Session 1; [MQTT-3.2.2-2] 1 when a
+        // stored session was resumed.
+        session_present: opened.present,
+        code: 0,
+        properties: None,
+    });
+    let mut out = BytesMut::new();
+    let wrote = match codec::encode(&connack, version, &mut out) {
+        Ok(()) => writer.write_all(&out).await.is_ok(),
+        Err(_) => false,
+    };
+
+    let client = Arc::new(ClientInfo {
+        client_id: client_id.clone(),
+        username: connect.username.clone(),
+        remote_addr,
+        protocol: version,
+    });
+    Metrics::inc(&core.metrics.connections_current);
+    let mut will = connect.will;
+    let reason = if wrote {
+        tracing::debug!(%client_id, ?remote_addr, ?version, present = opened.present, "client connected");
+        core.hooks.on_connected(&client);
+        let failed = Arc::new(AtomicBool::new(false));
+        let writer_task = tokio::spawn(
+            Writer {
+                io: writer,
+                session: session.clone(),
+                conn_id,
+                version,
+                cancel: cancel.clone(),
+                failed: failed.clone(),
+                core: core.clone(),
+            }
+            .run(),
+        );
+        let mut handler = Handler {
+            core: &core,
+            session: &session,
+            client: &client,
+            version,
+        };
+        let keep_alive = (connect.keep_alive > 0)
+            // [MQTT-3.1.2-24] close after one and a half times the keep-alive without a packet.
+            .then(|| Duration::from_millis(u64::from(connect.keep_alive) * 1500));
+        let reason = read_loop(&core, &mut handler, &mut reader, &mut buf, version, keep_alive, &cancel, &failed).await;
+        if reason == DisconnectReason::ClientDisconnect {
+            // [MQTT-3.14.4-3] DISCONNECT discards the will without publishing it.
+            will = None;
+        }
+        cancel.cancel();
+        let _ = tokio::time::timeout(WRITER_GRACE, writer_task).await;
+        reason
+    } else {
+        DisconnectReason::NetworkError
+    };
+
+    finish(&core, &session, conn_id, &client, reason, will);
+}
+
+/// The exit path shared by every way a connection ends.
+fn finish(
+    core: &BrokerCore,
+    session: &Arc<Session>,
+    conn_id: u64,
+    client: &ClientInfo,
+    reason: DisconnectReason,
+    will: Option<LastWill>,
+) {
+    Metrics::dec(&core.metrics.connections_current);
+    tracing::debug!(client_id = %client.client_id, ?reason, "client disconnected");
+    core.hooks.on_disconnect(client, reason);
+    // [MQTT-3.1.2-8] the will is published when the connection closes for any reason other
+    // than DISCONNECT: network errors, keep-alive timeout, protocol errors, takeover.
+    if let Some(will) = will
+        && reason != DisconnectReason::Shutdown
+    {
+        Handler::publish_will(core, client, will);
+    }
+    if session.detach(conn_id) && session.state.lock().clean {
+        // [MQTT-3.1.2-6] a Clean Session ends with the connection.
+        core.sessions.remove_if_current(session);
+        core.router.remove_session(session);
+    }
+}
+
+/// Why reading a packet failed.
+enum ReadError {
+    /// End of stream or I/O error.
+    Closed,
+    /// Bytes that are not a valid packet.
+    Decode(DecodeError),
+}
+
+/// Reads until one whole packet is buffered and decodes it.
+async fn read_packet<R: AsyncRead + Unpin>(
+    reader: &mut R,
+    buf: &mut BytesMut,
+    version: ProtocolVersion,
+    max_packet: usize,
+) -> Result<Packet, ReadError> {
+    loop {
+        match codec::decode(buf, version, max_packet) {
+            Ok(Some(packet)) => return Ok(packet),
+            Ok(None) => {}
+            Err(e) => return Err(ReadError::Decode(e)),
+        }
+        reserve(buf);
+        match reader.read_buf(buf).await {
+            Ok(0) | Err(_) => return Err(ReadError::Closed),
+            Ok(_) => {}
+        }
+    }
+}
+
+fn reserve(buf: &mut BytesMut) {
+    if buf.capacity() - buf.len() < READ_CHUNK / 4 {
+        buf.reserve(READ_CHUNK);
+    }
+}
+
+/// Reads and handles packets until the connection ends; returns why it ended.
+#[allow(clippy::too_many_arguments)]
+async fn read_loop<R: AsyncRead + Unpin>(
+    core: &BrokerCore,
+    handler: &mut Handler<'_>,
+    reader: &mut R,
+    buf: &mut BytesMut,
+    version: ProtocolVersion,
+    keep_alive: Option<Duration>,
+    cancel: &CancellationToken,
+    write_failed: &AtomicBool,
+) -> DisconnectReason {
+    let max_packet = core.config.limits.max_packet_size as usize;
+    let far_future = Duration::from_secs(100 * 365 * 24 * 3600);
+    let mut deadline = Instant::now() + keep_alive.unwrap_or(far_future);
+    loop {
+        // Handle everything already buffered (clients may pipeline packets after CONNECT).
+        loop {
+            match codec::decode(buf, version, max_packet) {
+                Ok(Some(packet)) => {
+                    if let Some(k) = keep_alive {
+                        deadline = Instant::now() + k;
+                    }
+                    if let Err(reason) = handler.handle(packet) {
+                        return reason;
+                    }
+                }
+                Ok(None) => break,
+                Err(e) => {
+                    Metrics::inc(&core.metrics.protocol_errors);
+                    tracing::debug!(client_id = %handler.client.client_id, error = %e, "malformed packet; closing");
+                    return DisconnectReason::ProtocolError;
+                }
+            }
+        }
+        reserve(buf);
+        tokio::select! {
+            biased;
+            _ = cancel.cancelled() => {
+                return if core.shutdown.is_cancelled() {
+                    DisconnectReason::Shutdown
+                } else if write_failed.load(Ordering::Relaxed) {
+                    DisconnectReason::NetworkError
+                } else {
+                    DisconnectReason::Takeover
+                };
+            }
+            _ = tokio::time::sleep_until(deadline) => {
+                tracing::debug!(client_id = %handler.client.client_id, "keep-alive timeout; closing");
+                return DisconnectReason::KeepAliveTimeout;
+            }
+            r = reader.read_buf(buf) => match r {
+                Ok(0) | Err(_) => return DisconnectReason::NetworkError,
+                Ok(n) => Metrics::add(&core.metrics.bytes_received, n as u64),
+            },
+        }
+    }
+}

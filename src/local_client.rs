@@ -1,0 +1,144 @@
+//! The in-process client: lets the embedding program publish and subscribe through the broker
+//! without a socket. It has a session like any client (so subscriptions, overlapping-filter
+//! de-duplication, retained messages and queue limits behave the same), but receives messages
+//! straight from its queue.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use bytestring::ByteString;
+use tokio_util::sync::CancellationToken;
+
+use crate::broker::BrokerCore;
+use crate::codec::{QoS, SubscriptionOptions};
+use crate::message::Message;
+use crate::metrics::Metrics;
+use crate::session::{QueueLimits, Session};
+use crate::topic::{self, TopicError};
+
+/// A message received by a [`LocalClient`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReceivedMessage {
+    /// Topic it was published to.
+    pub topic: ByteString,
+    /// Payload.
+    pub payload: Bytes,
+    /// Delivery QoS (the lower of the published and the subscribed QoS).
+    pub qos: QoS,
+    /// Set when delivered because of a new subscription to a retained message.
+    pub retain: bool,
+}
+
+/// An in-process MQTT client; see [`crate::Broker::local_client`]. Dropping it ends its
+/// session.
+#[derive(Debug)]
+pub struct LocalClient {
+    core: Arc<BrokerCore>,
+    session: Arc<Session>,
+    conn_id: u64,
+    cancel: CancellationToken,
+}
+
+impl LocalClient {
+    pub(crate) fn connect(core: Arc<BrokerCore>, client_id: &str) -> LocalClient {
+        let limits = QueueLimits {
+            max_inflight: usize::from(core.config.limits.max_inflight_messages),
+            max_queued: core.config.limits.max_queued_messages,
+            queue_qos0_offline: false,
+        };
+        let opened = core.sessions.open(&ByteString::from(client_id), true, limits);
+        if let Some(old) = &opened.discarded {
+            core.router.remove_session(old);
+        }
+        let conn_id = core.next_connection_id();
+        let cancel = core.shutdown.child_token();
+        opened.session.attach(conn_id, cancel.clone());
+        Metrics::inc(&core.metrics.connections_current);
+        LocalClient {
+            core,
+            session: opened.session,
+            conn_id,
+            cancel,
+        }
+    }
+
+    /// This client's identifier.
+    pub fn client_id(&self) -> &str {
+        &self.session.client_id
+    }
+
+    /// Publishes a message (routed at once, like a PUBLISH from a network client; the
+    /// application's publish hook is not consulted for its own messages).
+    pub fn publish(&self, topic: &str, payload: impl Into<Bytes>, qos: QoS, retain: bool) -> Result<(), TopicError> {
+        topic::validate_topic_name(topic)?;
+        Metrics::inc(&self.core.metrics.messages_received);
+        let message = Arc::new(Message::new(topic, payload, qos, retain));
+        if retain && self.core.config.mqtt.retain_available {
+            self.core.router.retain(&message);
+        }
+        self.core.router.route(&message, &self.core.metrics);
+        Ok(())
+    }
+
+    /// Subscribes to `filter` with maximum QoS `qos`; retained messages that match are queued
+    /// for [`LocalClient::recv`] at once.
+    pub fn subscribe(&self, filter: &str, qos: QoS) -> Result<(), TopicError> {
+        topic::validate_topic_filter(filter)?;
+        if topic::parse_shared(filter).is_some() {
+            return Err(TopicError::InvalidShare);
+        }
+        let options = SubscriptionOptions {
+            qos,
+            ..SubscriptionOptions::default()
+        };
+        if self.core.router.subscribe(&self.session, &ByteString::from(filter), options) {
+            self.core.router.send_retained(&self.session, filter, qos, &self.core.metrics);
+        }
+        Ok(())
+    }
+
+    /// Removes the subscription to `filter`; returns whether there was one.
+    pub fn unsubscribe(&self, filter: &str) -> bool {
+        self.core.router.unsubscribe(&self.session, filter)
+    }
+
+    /// The next message, if one is queued.
+    pub fn try_recv(&self) -> Option<ReceivedMessage> {
+        self.session.pop_pending(self.conn_id).map(|o| {
+            Metrics::inc(&self.core.metrics.messages_sent);
+            ReceivedMessage {
+                topic: o.message.topic.clone(),
+                payload: o.message.payload.clone(),
+                qos: o.qos,
+                retain: o.retain,
+            }
+        })
+    }
+
+    /// Waits for the next message. Returns `None` once the broker shuts down or another client
+    /// takes this client id over.
+    pub async fn recv(&self) -> Option<ReceivedMessage> {
+        loop {
+            if let Some(m) = self.try_recv() {
+                return Some(m);
+            }
+            if self.cancel.is_cancelled() {
+                return None;
+            }
+            tokio::select! {
+                _ = self.cancel.cancelled() => {}
+                _ = self.session.notify.notified() => {}
+            }
+        }
+    }
+}
+
+impl Drop for LocalClient {
+    fn drop(&mut self) {
+        Metrics::dec(&self.core.metrics.connections_current);
+        if self.session.detach(self.conn_id) {
+            self.core.sessions.remove_if_current(&self.session);
+            self.core.router.remove_session(&self.session);
+        }
+    }
+}

@@ -1,0 +1,337 @@
+//! Per-client protocol state that outlives a connection: subscriptions, the queue of messages
+//! waiting to be sent, the outbound in-flight window, and inbound QoS 2 packet identifiers.
+//!
+//! A [`Session`] is shared (`Arc`) between the connection that currently serves it, every
+//! publisher that routes a message to it, and the registry. Its state sits behind one short
+//! `parking_lot::Mutex` that is never held across an `.await` and never held while another lock
+//! is taken (lock order: the router's locks may be held while a session lock is taken, never the
+//! reverse). The connection's writer is woken through [`Session::notify`].
+
+pub mod inflight;
+pub mod registry;
+
+use std::collections::{HashMap, HashSet, VecDeque};
+
+use bytestring::ByteString;
+use parking_lot::Mutex;
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+use crate::codec::{Ack, Packet, PacketId, QoS, SubscriptionOptions};
+use crate::message::SharedMessage;
+use crate::metrics::Metrics;
+use inflight::{Inflight, InflightEntry, Stage};
+
+/// Queue bounds of a session, copied from the configuration.
+#[derive(Debug, Clone, Copy)]
+pub struct QueueLimits {
+    /// Outbound QoS 1/2 deliveries awaiting acknowledgement.
+    pub max_inflight: usize,
+    /// Messages waiting behind the window (online or offline).
+    pub max_queued: usize,
+    /// Whether QoS 0 messages are queued while the client is offline.
+    pub queue_qos0_offline: bool,
+}
+
+/// A message waiting in a session's queue.
+#[derive(Debug, Clone)]
+pub struct Outgoing {
+    /// The shared message.
+    pub message: SharedMessage,
+    /// Delivery QoS: the minimum of the published and the granted QoS.
+    pub qos: QoS,
+    /// Retain flag of this delivery ([MQTT-3.3.1-8], [MQTT-3.3.1-9]).
+    pub retain: bool,
+}
+
+/// What the writer of a connection sends next.
+#[derive(Debug)]
+pub enum Outbound {
+    /// A control packet (CONNACK, acks, SUBACK, PINGRESP...).
+    Packet(Packet),
+    /// A PUBLISH of a routed message.
+    Publish {
+        /// The message.
+        message: SharedMessage,
+        /// Delivery QoS.
+        qos: QoS,
+        /// Retain flag.
+        retain: bool,
+        /// Packet id for QoS 1/2.
+        packet_id: Option<PacketId>,
+        /// DUP flag: a re-delivery ([MQTT-3.3.1-1]).
+        dup: bool,
+    },
+}
+
+/// The mutable part of a session.
+#[derive(Debug)]
+pub struct SessionState {
+    /// Clean Session: discard everything when the connection ends.
+    pub clean: bool,
+    /// Subscriptions held, filter → options granted.
+    pub subscriptions: HashMap<ByteString, SubscriptionOptions>,
+    /// Control packets for the connected client, sent before queued messages.
+    pub control: VecDeque<Packet>,
+    /// Messages not yet sent.
+    pub pending: VecDeque<Outgoing>,
+    /// Outbound QoS 1/2 deliveries awaiting acknowledgement.
+    pub inflight: Inflight,
+    /// Inbound QoS 2 packet ids received and not yet released by PUBREL ([MQTT-4.3.3-2]).
+    pub inbound_qos2: HashSet<PacketId>,
+    /// Id of the connection serving this session, if any.
+    pub connection: Option<u64>,
+    /// Cancels the connection serving this session (used for takeover).
+    pub connection_cancel: Option<CancellationToken>,
+    /// Set once the session is discarded: no subscription may be added any more.
+    pub discarded: bool,
+    /// The writer must re-send the in-flight window before anything else (after a reconnect).
+    pub resend_inflight: bool,
+    /// Messages dropped because the queue was full.
+    pub dropped: u64,
+    limits: QueueLimits,
+}
+
+/// One client's session.
+#[derive(Debug)]
+pub struct Session {
+    /// Unique key of this session object (subscriber key in the subscription tree).
+    pub key: u64,
+    /// Client identifier.
+    pub client_id: ByteString,
+    /// The state; see the module docs for the locking rules.
+    pub state: Mutex<SessionState>,
+    /// Wakes the writer of the connection serving this session.
+    pub notify: Notify,
+}
+
+impl Session {
+    /// A new, empty session.
+    pub fn new(key: u64, client_id: ByteString, clean: bool, limits: QueueLimits) -> Session {
+        Session {
+            key,
+            client_id,
+            state: Mutex::new(SessionState {
+                clean,
+                subscriptions: HashMap::new(),
+                control: VecDeque::new(),
+                pending: VecDeque::new(),
+                inflight: Inflight::default(),
+                inbound_qos2: HashSet::new(),
+                connection: None,
+                connection_cancel: None,
+                discarded: false,
+                resend_inflight: false,
+                dropped: 0,
+                limits,
+            }),
+            notify: Notify::new(),
+        }
+    }
+
+    /// Queues `message` for delivery at `qos`. Returns false if it was dropped: the queue is
+    /// full (`max_queued_messages`; the newest message is dropped, as Mosquitto does), or it is
+    /// QoS 0 and the client is offline ([MQTT-3.1.2-5] lets a server discard QoS 0 messages for
+    /// an offline client).
+    pub fn enqueue(&self, message: &SharedMessage, qos: QoS, retain: bool, metrics: &Metrics) -> bool {
+        let mut st = self.state.lock();
+        let online = st.connection.is_some();
+        if !online && qos == QoS::AtMostOnce && !st.limits.queue_qos0_offline {
+            return false;
+        }
+        if st.pending.len() >= st.limits.max_queued {
+            st.dropped += 1;
+            drop(st);
+            Metrics::inc(&metrics.messages_dropped);
+            return false;
+        }
+        st.pending.push_back(Outgoing {
+            message: message.clone(),
+            qos,
+            retain,
+        });
+        drop(st);
+        if online {
+            self.notify.notify_one();
+        }
+        true
+    }
+
+    /// Queues a control packet for the connected client (dropped if none is connected).
+    pub fn send_control(&self, packet: Packet) {
+        let mut st = self.state.lock();
+        if st.connection.is_none() {
+            return;
+        }
+        st.control.push_back(packet);
+        drop(st);
+        self.notify.notify_one();
+    }
+
+    /// Moves what the writer of connection `conn` should send next into `out`, in order:
+    /// control packets, then (after a reconnect) the in-flight window again with DUP set, then
+    /// queued messages while the in-flight window has room. Returns false when `conn` no
+    /// longer serves this session (taken over or closed): the writer must stop.
+    pub fn take_outbound(&self, conn: u64, out: &mut Vec<Outbound>, max_items: usize) -> bool {
+        let mut st = self.state.lock();
+        if st.connection != Some(conn) {
+            return false;
+        }
+        out.extend(st.control.drain(..).map(Outbound::Packet));
+        if st.resend_inflight {
+            st.resend_inflight = false;
+            // [MQTT-4.4.0-1] on reconnect with Clean Session 0, re-send unacknowledged PUBLISH
+            // packets (DUP set, [MQTT-3.3.1-1]) and PUBREL packets, in their original order.
+            for e in st.inflight.iter() {
+                out.push(match e.stage {
+                    Stage::AwaitingPubComp => Outbound::Packet(Packet::PubRel(Ack::new(e.packet_id))),
+                    _ => Outbound::Publish {
+                        message: e.message.clone(),
+                        qos: e.qos,
+                        retain: e.retain,
+                        packet_id: Some(e.packet_id),
+                        dup: true,
+                    },
+                });
+            }
+        }
+        while out.len() < max_items {
+            let Some(front) = st.pending.front() else { break };
+            if front.qos == QoS::AtMostOnce {
+                if let Some(o) = st.pending.pop_front() {
+                    out.push(Outbound::Publish {
+                        message: o.message,
+                        qos: o.qos,
+                        retain: o.retain,
+                        packet_id: None,
+                        dup: false,
+                    });
+                }
+                continue;
+            }
+            // Messages leave the queue strictly in order ([MQTT-4.6.0-6]): a QoS 1/2 message at
+            // the head waits for window room, and so does everything behind it.
+            if st.inflight.len() >= st.limits.max_inflight {
+                break;
+            }
+            let Some(packet_id) = st.inflight.next_packet_id() else { break };
+            let Some(o) = st.pending.pop_front() else { break };
+            let stage = if o.qos == QoS::AtLeastOnce { Stage::AwaitingPubAck } else { Stage::AwaitingPubRec };
+            st.inflight.push(InflightEntry {
+                packet_id,
+                message: o.message.clone(),
+                qos: o.qos,
+                retain: o.retain,
+                stage,
+            });
+            out.push(Outbound::Publish {
+                message: o.message,
+                qos: o.qos,
+                retain: o.retain,
+                packet_id: Some(packet_id),
+                dup: false,
+            });
+        }
+        true
+    }
+
+    /// Takes the next queued message for an in-process client, which receives messages
+    /// directly (no packet ids, no in-flight window: nothing can be lost in between).
+    pub fn pop_pending(&self, conn: u64) -> Option<Outgoing> {
+        let mut st = self.state.lock();
+        if st.connection != Some(conn) {
+            return None;
+        }
+        st.pending.pop_front()
+    }
+
+    /// Handles PUBACK from the client.
+    pub fn on_puback(&self, id: PacketId) {
+        let freed = self.state.lock().inflight.puback(id);
+        if freed {
+            self.notify.notify_one();
+        }
+    }
+
+    /// Handles PUBREC from the client: answers PUBREL ([MQTT-4.3.3-1]). A PUBREC for an unknown
+    /// id is answered too, so a client that lost track completes its flow.
+    pub fn on_pubrec(&self, id: PacketId) {
+        let mut st = self.state.lock();
+        st.inflight.pubrec(id);
+        if st.connection.is_some() {
+            st.control.push_back(Packet::PubRel(Ack::new(id)));
+        }
+        drop(st);
+        self.notify.notify_one();
+    }
+
+    /// Handles PUBCOMP from the client.
+    pub fn on_pubcomp(&self, id: PacketId) {
+        let freed = self.state.lock().inflight.pubcomp(id);
+        if freed {
+            self.notify.notify_one();
+        }
+    }
+
+    /// Records an inbound QoS 2 PUBLISH. Returns true the first time this packet id is seen
+    /// (route the message), false for a re-delivery before PUBREL ([MQTT-4.3.3-2]: the
+    /// message must not be delivered onwards a second time).
+    pub fn inbound_qos2_first(&self, id: PacketId) -> bool {
+        self.state.lock().inbound_qos2.insert(id)
+    }
+
+    /// Handles PUBREL: releases the packet id ([MQTT-4.3.3-2]).
+    pub fn inbound_qos2_release(&self, id: PacketId) {
+        self.state.lock().inbound_qos2.remove(&id);
+    }
+
+    /// Attaches connection `conn` (cancelled through `cancel` on takeover). Control packets
+    /// queued for an earlier connection are discarded; the in-flight window is re-sent first.
+    pub fn attach(&self, conn: u64, cancel: CancellationToken) {
+        let mut st = self.state.lock();
+        st.connection = Some(conn);
+        st.connection_cancel = Some(cancel);
+        st.control.clear();
+        st.resend_inflight = !st.inflight.is_empty();
+        let has_work = st.resend_inflight || !st.pending.is_empty();
+        drop(st);
+        if has_work {
+            self.notify.notify_one();
+        }
+    }
+
+    /// Detaches connection `conn` if it still serves this session; returns whether it did.
+    /// QoS 0 messages still queued are dropped unless configured to be kept.
+    pub fn detach(&self, conn: u64) -> bool {
+        let mut st = self.state.lock();
+        if st.connection != Some(conn) {
+            return false;
+        }
+        st.connection = None;
+        st.connection_cancel = None;
+        st.control.clear();
+        if !st.limits.queue_qos0_offline {
+            st.pending.retain(|o| o.qos != QoS::AtMostOnce);
+        }
+        true
+    }
+
+    /// Marks the session discarded and returns the filters it held, for removal from the
+    /// router. Idempotent: a second call returns nothing.
+    pub fn discard(&self) -> Vec<ByteString> {
+        let mut st = self.state.lock();
+        if st.discarded {
+            return Vec::new();
+        }
+        st.discarded = true;
+        st.pending.clear();
+        st.inflight.clear();
+        st.inbound_qos2.clear();
+        st.subscriptions.drain().map(|(filter, _)| filter).collect()
+    }
+
+    /// Whether a connection currently serves this session.
+    pub fn is_connected(&self) -> bool {
+        self.state.lock().connection.is_some()
+    }
+}

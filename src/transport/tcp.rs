@@ -1,0 +1,58 @@
+//! Plain TCP listeners.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+
+use crate::broker::BrokerCore;
+use crate::connection;
+use crate::metrics::Metrics;
+use crate::transport::ListenerContext;
+
+/// Accepts connections until the broker shuts down. Each connection takes a slot of
+/// `max_connections`; a connection over the limit is closed at once (and counted) rather than
+/// left waiting in the backlog.
+pub(crate) async fn accept_loop(core: Arc<BrokerCore>, listener: TcpListener, context: Arc<ListenerContext>) {
+    let mut backoff = Duration::from_millis(5);
+    loop {
+        let accepted = tokio::select! {
+            biased;
+            _ = core.shutdown.cancelled() => break,
+            r = listener.accept() => r,
+        };
+        let (stream, peer) = match accepted {
+            Ok(pair) => {
+                backoff = Duration::from_millis(5);
+                pair
+            }
+            Err(e) => {
+                // Usually EMFILE/ENFILE: out of file descriptors. Back off instead of spinning;
+                // established connections keep being served meanwhile.
+                tracing::warn!(error = %e, listener = %context.local_addr, "accept failed; backing off");
+                tokio::select! {
+                    _ = core.shutdown.cancelled() => break,
+                    _ = tokio::time::sleep(backoff) => {}
+                }
+                backoff = (backoff * 2).min(Duration::from_secs(1));
+                continue;
+            }
+        };
+        let Ok(permit) = core.connection_slots.clone().try_acquire_owned() else {
+            Metrics::inc(&core.metrics.connections_refused);
+            tracing::warn!(%peer, max = core.config.limits.max_connections, "max_connections reached; connection closed");
+            drop(stream);
+            continue;
+        };
+        Metrics::inc(&core.metrics.connections_total);
+        // Small MQTT packets must not wait for Nagle's algorithm.
+        let _ = stream.set_nodelay(true);
+        let core2 = core.clone();
+        let context = context.clone();
+        core.tasks.spawn(async move {
+            let (reader, writer) = stream.into_split();
+            connection::run(core2, context, reader, writer, Some(peer)).await;
+            drop(permit);
+        });
+    }
+}
