@@ -5,11 +5,23 @@
 //! `Ok(None)` until a whole packet is buffered, checks the announced length against the maximum
 //! packet size *before* waiting for (or allocating) the body, and never panics on any input.
 
+mod ack;
+mod connect;
 mod decode;
 mod encode;
 mod error;
 mod packet;
+mod primitives;
 mod properties;
+mod props;
+mod props_write;
+mod publish;
+mod reason;
+mod subscribe;
+mod topic_rules;
+
+#[cfg(test)]
+mod tests;
 
 pub use decode::decode;
 pub use encode::{encode, encoded_len};
