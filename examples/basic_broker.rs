@@ -11,7 +11,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     tracing_subscriber::fmt().with_env_filter("info").init();
     let broker = Broker::new(Config::default());
     broker.start().await?;
-    println!("broker listening on {:?}; Ctrl-C stops it", broker.local_addrs());
+    println!(
+        "broker listening on {:?}; Ctrl-C stops it",
+        broker.local_addrs()
+    );
     tokio::signal::ctrl_c().await?;
     broker.shutdown().await;
     Ok(())

@@ -29,7 +29,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     });
     config.validate("<example>")?;
 
-    tracing_subscriber::fmt().with_env_filter(config.log_level.as_str()).init();
+    tracing_subscriber::fmt()
+        .with_env_filter(config.log_level.as_str())
+        .init();
     let broker = Broker::new(config);
     broker.add_credentials("sensor", "s3cret");
     broker.start().await?;

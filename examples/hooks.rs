@@ -7,14 +7,19 @@
 
 use async_trait::async_trait;
 use mqtt_server::{
-    Broker, ClientInfo, Config, ConnectDecision, ConnectRequest, Decision, DisconnectReason, Hooks, PublishDraft, QoS,
+    Broker, ClientInfo, Config, ConnectDecision, ConnectRequest, Decision, DisconnectReason, Hooks,
+    PublishDraft, QoS,
 };
 
 struct AppHooks;
 
 #[async_trait]
 impl Hooks for AppHooks {
-    async fn on_connect(&self, req: &ConnectRequest<'_>, _builtin: ConnectDecision) -> ConnectDecision {
+    async fn on_connect(
+        &self,
+        req: &ConnectRequest<'_>,
+        _builtin: ConnectDecision,
+    ) -> ConnectDecision {
         // Look the user up in the application's own store (a database call could await here).
         match (req.username, req.password) {
             (Some("alice"), Some(b"wonderland")) => ConnectDecision::Accept,

@@ -15,7 +15,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     app.subscribe("cmd/+", QoS::AtLeastOnce)?;
     // Retained state any new subscriber sees at once.
     app.publish("service/echo/status", "online", QoS::AtLeastOnce, true)?;
-    println!("echo service on {:?}: publish to cmd/<name>", broker.local_addrs());
+    println!(
+        "echo service on {:?}: publish to cmd/<name>",
+        broker.local_addrs()
+    );
 
     loop {
         tokio::select! {

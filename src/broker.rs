@@ -67,7 +67,9 @@ impl BrokerCore {
 
 impl std::fmt::Debug for BrokerCore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("BrokerCore").field("config", &self.config).finish_non_exhaustive()
+        f.debug_struct("BrokerCore")
+            .field("config", &self.config)
+            .finish_non_exhaustive()
     }
 }
 
@@ -96,7 +98,9 @@ impl Broker {
 
     /// A broker whose CONNECT, PUBLISH and SUBSCRIBE decisions go through `hooks`.
     pub fn with_hooks(config: Config, hooks: impl Hooks) -> Broker {
-        let slots = Arc::new(Semaphore::new(config.limits.max_connections.min(Semaphore::MAX_PERMITS)));
+        let slots = Arc::new(Semaphore::new(
+            config.limits.max_connections.min(Semaphore::MAX_PERMITS),
+        ));
         Broker {
             core: Arc::new(BrokerCore {
                 config,
@@ -126,10 +130,17 @@ impl Broker {
         }
         let mut bound = Vec::new();
         for cfg in &self.core.config.listeners {
-            let listener = TcpListener::bind(cfg.bind)
-                .await
-                .map_err(|source| BrokerError::Bind { addr: cfg.bind, source })?;
-            let local_addr = listener.local_addr().map_err(|source| BrokerError::Bind { addr: cfg.bind, source })?;
+            let listener =
+                TcpListener::bind(cfg.bind)
+                    .await
+                    .map_err(|source| BrokerError::Bind {
+                        addr: cfg.bind,
+                        source,
+                    })?;
+            let local_addr = listener.local_addr().map_err(|source| BrokerError::Bind {
+                addr: cfg.bind,
+                source,
+            })?;
             let context = Arc::new(ListenerContext {
                 local_addr,
                 allow_anonymous: cfg.anonymous_allowed(),
@@ -144,7 +155,9 @@ impl Broker {
         drop(addrs);
         for (listener, context) in bound {
             tracing::info!(addr = %context.local_addr, anonymous = context.allow_anonymous, "listening (mqtt over tcp)");
-            self.core.tasks.spawn(tcp::accept_loop(self.core.clone(), listener, context));
+            self.core
+                .tasks
+                .spawn(tcp::accept_loop(self.core.clone(), listener, context));
         }
         Ok(())
     }
@@ -197,7 +210,10 @@ impl Broker {
     pub async fn shutdown(&self) {
         self.core.shutdown.cancel();
         self.core.tasks.close();
-        if tokio::time::timeout(SHUTDOWN_GRACE, self.core.tasks.wait()).await.is_err() {
+        if tokio::time::timeout(SHUTDOWN_GRACE, self.core.tasks.wait())
+            .await
+            .is_err()
+        {
             tracing::warn!("some connections did not close within the shutdown grace period");
         }
     }

@@ -104,7 +104,11 @@ pub enum DisconnectReason {
 pub trait Hooks: Send + Sync + 'static {
     /// Decides on a CONNECT. `builtin` is what the broker's own checks (password file,
     /// `allow_anonymous`) concluded; return it to keep them, or decide otherwise.
-    async fn on_connect(&self, request: &ConnectRequest<'_>, builtin: ConnectDecision) -> ConnectDecision {
+    async fn on_connect(
+        &self,
+        request: &ConnectRequest<'_>,
+        builtin: ConnectDecision,
+    ) -> ConnectDecision {
         let _ = request;
         builtin
     }

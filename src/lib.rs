@@ -39,7 +39,9 @@ pub mod transport;
 pub use broker::{Broker, BrokerError};
 pub use codec::{ProtocolVersion, QoS};
 pub use config::{Config, ConfigError};
-pub use hooks::{ClientInfo, ConnectDecision, ConnectRequest, Decision, DisconnectReason, Hooks, PublishDraft};
+pub use hooks::{
+    ClientInfo, ConnectDecision, ConnectRequest, Decision, DisconnectReason, Hooks, PublishDraft,
+};
 pub use local_client::{LocalClient, ReceivedMessage};
 pub use message::Message;
 pub use metrics::MetricsSnapshot;

@@ -46,7 +46,9 @@ impl LocalClient {
             max_queued: core.config.limits.max_queued_messages,
             queue_qos0_offline: false,
         };
-        let opened = core.sessions.open(&ByteString::from(client_id), true, limits);
+        let opened = core
+            .sessions
+            .open(&ByteString::from(client_id), true, limits);
         if let Some(old) = &opened.discarded {
             core.router.remove_session(old);
         }
@@ -69,7 +71,13 @@ impl LocalClient {
 
     /// Publishes a message (routed at once, like a PUBLISH from a network client; the
     /// application's publish hook is not consulted for its own messages).
-    pub fn publish(&self, topic: &str, payload: impl Into<Bytes>, qos: QoS, retain: bool) -> Result<(), TopicError> {
+    pub fn publish(
+        &self,
+        topic: &str,
+        payload: impl Into<Bytes>,
+        qos: QoS,
+        retain: bool,
+    ) -> Result<(), TopicError> {
         topic::validate_topic_name(topic)?;
         Metrics::inc(&self.core.metrics.messages_received);
         let message = Arc::new(Message::new(topic, payload, qos, retain));
@@ -91,8 +99,14 @@ impl LocalClient {
             qos,
             ..SubscriptionOptions::default()
         };
-        if self.core.router.subscribe(&self.session, &ByteString::from(filter), options) {
-            self.core.router.send_retained(&self.session, filter, qos, &self.core.metrics);
+        if self
+            .core
+            .router
+            .subscribe(&self.session, &ByteString::from(filter), options)
+        {
+            self.core
+                .router
+                .send_retained(&self.session, filter, qos, &self.core.metrics);
         }
         Ok(())
     }

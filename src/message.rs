@@ -26,7 +26,12 @@ pub struct Message {
 
 impl Message {
     /// A message without properties.
-    pub fn new(topic: impl Into<ByteString>, payload: impl Into<Bytes>, qos: QoS, retain: bool) -> Message {
+    pub fn new(
+        topic: impl Into<ByteString>,
+        payload: impl Into<Bytes>,
+        qos: QoS,
+        retain: bool,
+    ) -> Message {
         Message {
             topic: topic.into(),
             payload: payload.into(),

@@ -11,7 +11,10 @@ use mqtt_server::codec::{Packet, ProtocolVersion, QoS};
 async fn connect_is_acknowledged_with_session_present_zero() {
     let b = TestBroker::start().await;
     let (c, present) = RawClient::connect_with(b.addr, connect_packet("c1", true, 30)).await;
-    assert!(!present, "[MQTT-3.2.2-1] clean session gives Session Present 0");
+    assert!(
+        !present,
+        "[MQTT-3.2.2-1] clean session gives Session Present 0"
+    );
     c.disconnect().await;
     b.stop().await;
 }
@@ -23,7 +26,8 @@ async fn mqtt_3_1_mqisdp_clients_are_accepted() {
     connect.protocol = ProtocolVersion::V3_1;
     let (mut c, _) = RawClient::connect_with(b.addr, connect).await;
     assert_eq!(c.subscribe(1, &[("a/b", QoS::AtLeastOnce)]).await, vec![1]);
-    c.send(publish("a/b", "hello", QoS::AtLeastOnce, false, Some(7))).await;
+    c.send(publish("a/b", "hello", QoS::AtLeastOnce, false, Some(7)))
+        .await;
     let mut got_ack = false;
     let mut got_msg = false;
     for _ in 0..2 {
@@ -42,7 +46,8 @@ async fn unsupported_protocol_level_gets_connack_0x01_and_close() {
     let b = TestBroker::start().await;
     let mut c = RawClient::open(b.addr).await;
     // CONNECT, protocol name MQTT, level 6.
-    c.send_bytes(&[0x10, 12, 0, 4, b'M', b'Q', b'T', b'T', 6, 0x02, 0, 60, 0, 0]).await;
+    c.send_bytes(&[0x10, 12, 0, 4, b'M', b'Q', b'T', b'T', 6, 0x02, 0, 60, 0, 0])
+        .await;
     match c.recv().await {
         Some(Packet::ConnAck(a)) => {
             assert_eq!(a.code, 0x01, "[MQTT-3.1.2-2] unacceptable protocol level");
@@ -58,7 +63,8 @@ async fn unsupported_protocol_level_gets_connack_0x01_and_close() {
 async fn wrong_protocol_name_closes_the_connection() {
     let b = TestBroker::start().await;
     let mut c = RawClient::open(b.addr).await;
-    c.send_bytes(&[0x10, 12, 0, 4, b'M', b'Q', b'T', b'X', 4, 0x02, 0, 60, 0, 0]).await;
+    c.send_bytes(&[0x10, 12, 0, 4, b'M', b'Q', b'T', b'X', 4, 0x02, 0, 60, 0, 0])
+        .await;
     // [MQTT-3.1.2-1] the server may disconnect without CONNACK.
     c.expect_closed().await;
     b.stop().await;
@@ -78,7 +84,8 @@ async fn first_packet_other_than_connect_closes() {
 async fn second_connect_is_a_protocol_violation() {
     let b = TestBroker::start().await;
     let mut c = RawClient::connect(b.addr, "twice").await;
-    c.send(Packet::Connect(Box::new(connect_packet("twice", true, 30)))).await;
+    c.send(Packet::Connect(Box::new(connect_packet("twice", true, 30))))
+        .await;
     // [MQTT-3.1.0-2]
     c.expect_closed().await;
     b.stop().await;
@@ -89,7 +96,10 @@ async fn reserved_connect_flag_closes() {
     let b = TestBroker::start().await;
     let mut c = RawClient::open(b.addr).await;
     // Connect flags 0x03: clean session + reserved bit.
-    c.send_bytes(&[0x10, 13, 0, 4, b'M', b'Q', b'T', b'T', 4, 0x03, 0, 60, 0, 1, b'x']).await;
+    c.send_bytes(&[
+        0x10, 13, 0, 4, b'M', b'Q', b'T', b'T', 4, 0x03, 0, 60, 0, 1, b'x',
+    ])
+    .await;
     // [MQTT-3.1.2-3]
     c.expect_closed().await;
     b.stop().await;
@@ -109,7 +119,8 @@ async fn zero_length_client_id_with_clean_session_is_assigned_one() {
 async fn zero_length_client_id_without_clean_session_is_rejected_0x02() {
     let b = TestBroker::start().await;
     let mut c = RawClient::open(b.addr).await;
-    c.send(Packet::Connect(Box::new(connect_packet("", false, 30)))).await;
+    c.send(Packet::Connect(Box::new(connect_packet("", false, 30))))
+        .await;
     match c.recv().await {
         Some(Packet::ConnAck(a)) => assert_eq!(a.code, 0x02, "[MQTT-3.1.3-8] identifier rejected"),
         other => panic!("expected CONNACK 0x02, got {other:?}"),
@@ -126,7 +137,10 @@ async fn silent_socket_is_closed_after_connect_timeout() {
     let mut c = RawClient::open(b.addr).await;
     let started = tokio::time::Instant::now();
     c.expect_closed().await;
-    assert!(started.elapsed() >= Duration::from_millis(900), "closed only after the timeout");
+    assert!(
+        started.elapsed() >= Duration::from_millis(900),
+        "closed only after the timeout"
+    );
     b.stop().await;
 }
 
@@ -135,14 +149,16 @@ async fn takeover_disconnects_the_old_connection_and_resumes_the_session() {
     let b = TestBroker::start().await;
     let (mut old, _) = RawClient::connect_with(b.addr, connect_packet("same", false, 30)).await;
     assert_eq!(old.subscribe(1, &[("t", QoS::AtLeastOnce)]).await, vec![1]);
-    let (mut new, present) = RawClient::connect_with(b.addr, connect_packet("same", false, 30)).await;
+    let (mut new, present) =
+        RawClient::connect_with(b.addr, connect_packet("same", false, 30)).await;
     // [MQTT-3.1.4-2] the existing client is disconnected.
     old.expect_closed().await;
     // [MQTT-3.2.2-2] the stored session is resumed.
     assert!(present);
     // The subscription made on the old connection serves the new one.
     let mut p = RawClient::connect(b.addr, "pub").await;
-    p.send(publish("t", "after-takeover", QoS::AtMostOnce, false, None)).await;
+    p.send(publish("t", "after-takeover", QoS::AtMostOnce, false, None))
+        .await;
     assert_eq!(&new.recv_publish().await.payload[..], b"after-takeover");
     b.stop().await;
 }
@@ -166,7 +182,8 @@ async fn wrong_password_gets_0x04_and_anonymous_refused_gets_0x05() {
     c.expect_closed().await;
 
     let mut c = RawClient::open(b.addr).await;
-    c.send(Packet::Connect(Box::new(connect_packet("anon", true, 30)))).await;
+    c.send(Packet::Connect(Box::new(connect_packet("anon", true, 30))))
+        .await;
     match c.recv().await {
         Some(Packet::ConnAck(a)) => assert_eq!(a.code, 0x05),
         other => panic!("expected CONNACK 0x05, got {other:?}"),

@@ -9,14 +9,18 @@ use mqtt_server::codec::{Packet, QoS};
 async fn retained_message_is_sent_to_new_subscribers_with_retain_set() {
     let b = TestBroker::start().await;
     let mut publ = RawClient::connect(b.addr, "pub").await;
-    publ.send(publish("r/a", "kept", QoS::AtLeastOnce, true, Some(1))).await;
+    publ.send(publish("r/a", "kept", QoS::AtLeastOnce, true, Some(1)))
+        .await;
     assert!(matches!(publ.recv().await, Some(Packet::PubAck(_))));
     let mut sub = RawClient::connect(b.addr, "sub").await;
     sub.subscribe(1, &[("r/+", QoS::AtLeastOnce)]).await;
     let p = sub.recv_publish().await;
     // [MQTT-3.3.1-6] sent on subscribe, [MQTT-3.3.1-8] with RETAIN 1.
     assert!(p.retain);
-    assert_eq!((&*p.topic, &p.payload[..], p.qos), ("r/a", &b"kept"[..], QoS::AtLeastOnce));
+    assert_eq!(
+        (&*p.topic, &p.payload[..], p.qos),
+        ("r/a", &b"kept"[..], QoS::AtLeastOnce)
+    );
     b.stop().await;
 }
 
@@ -26,7 +30,8 @@ async fn live_delivery_of_a_retained_publish_has_retain_clear() {
     let mut sub = RawClient::connect(b.addr, "sub").await;
     sub.subscribe(1, &[("r/live", QoS::AtMostOnce)]).await;
     let mut publ = RawClient::connect(b.addr, "pub").await;
-    publ.send(publish("r/live", "x", QoS::AtMostOnce, true, None)).await;
+    publ.send(publish("r/live", "x", QoS::AtMostOnce, true, None))
+        .await;
     // [MQTT-3.3.1-9]
     assert!(!sub.recv_publish().await.retain);
     b.stop().await;
@@ -36,10 +41,12 @@ async fn live_delivery_of_a_retained_publish_has_retain_clear() {
 async fn empty_retained_payload_deletes_and_is_not_stored() {
     let b = TestBroker::start().await;
     let mut publ = RawClient::connect(b.addr, "pub").await;
-    publ.send(publish("r/del", "v", QoS::AtMostOnce, true, None)).await;
+    publ.send(publish("r/del", "v", QoS::AtMostOnce, true, None))
+        .await;
     publ.ping_barrier().await;
     assert_eq!(b.broker.retained_count(), 1);
-    publ.send(publish("r/del", "", QoS::AtMostOnce, true, None)).await;
+    publ.send(publish("r/del", "", QoS::AtMostOnce, true, None))
+        .await;
     publ.ping_barrier().await;
     // [MQTT-3.3.1-10] deleted, [MQTT-3.3.1-11] and the empty message is not stored.
     assert_eq!(b.broker.retained_count(), 0);
@@ -53,8 +60,10 @@ async fn empty_retained_payload_deletes_and_is_not_stored() {
 async fn retained_qos0_replaces_the_previous_one() {
     let b = TestBroker::start().await;
     let mut publ = RawClient::connect(b.addr, "pub").await;
-    publ.send(publish("r/q", "first", QoS::AtLeastOnce, true, Some(1))).await;
-    publ.send(publish("r/q", "second", QoS::AtMostOnce, true, None)).await;
+    publ.send(publish("r/q", "first", QoS::AtLeastOnce, true, Some(1)))
+        .await;
+    publ.send(publish("r/q", "second", QoS::AtMostOnce, true, None))
+        .await;
     publ.ping_barrier().await;
     let mut sub = RawClient::connect(b.addr, "sub").await;
     sub.subscribe(1, &[("r/q", QoS::ExactlyOnce)]).await;
@@ -69,7 +78,8 @@ async fn retained_qos0_replaces_the_previous_one() {
 async fn resubscribing_replaces_the_subscription_and_resends_retained() {
     let b = TestBroker::start().await;
     let mut publ = RawClient::connect(b.addr, "pub").await;
-    publ.send(publish("r/re", "again", QoS::AtMostOnce, true, None)).await;
+    publ.send(publish("r/re", "again", QoS::AtMostOnce, true, None))
+        .await;
     publ.ping_barrier().await;
     let mut sub = RawClient::connect(b.addr, "sub").await;
     sub.subscribe(1, &[("r/re", QoS::AtMostOnce)]).await;

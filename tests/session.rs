@@ -9,30 +9,41 @@ use mqtt_server::codec::{Ack, Packet, QoS};
 #[tokio::test]
 async fn offline_qos1_and_qos2_messages_are_queued_qos0_is_not() {
     let b = TestBroker::start().await;
-    let (mut sub, present) = RawClient::connect_with(b.addr, connect_packet("keeper", false, 30)).await;
+    let (mut sub, present) =
+        RawClient::connect_with(b.addr, connect_packet("keeper", false, 30)).await;
     assert!(!present, "first connection: no stored session");
     sub.subscribe(1, &[("off/#", QoS::ExactlyOnce)]).await;
     sub.disconnect().await;
-    wait_until("session offline", || b.broker.metrics().connections_current == 0).await;
+    wait_until("session offline", || {
+        b.broker.metrics().connections_current == 0
+    })
+    .await;
 
     let mut publ = RawClient::connect(b.addr, "pub").await;
-    publ.send(publish("off/0", "zero", QoS::AtMostOnce, false, None)).await;
-    publ.send(publish("off/1", "one", QoS::AtLeastOnce, false, Some(1))).await;
-    publ.send(publish("off/2", "two", QoS::ExactlyOnce, false, Some(2))).await;
+    publ.send(publish("off/0", "zero", QoS::AtMostOnce, false, None))
+        .await;
+    publ.send(publish("off/1", "one", QoS::AtLeastOnce, false, Some(1)))
+        .await;
+    publ.send(publish("off/2", "two", QoS::ExactlyOnce, false, Some(2)))
+        .await;
     publ.send(Packet::PubRel(ack(2))).await;
     publ.ping_barrier().await;
 
-    let (mut sub, present) = RawClient::connect_with(b.addr, connect_packet("keeper", false, 30)).await;
+    let (mut sub, present) =
+        RawClient::connect_with(b.addr, connect_packet("keeper", false, 30)).await;
     // [MQTT-3.2.2-2] the session was kept, with its subscription ([MQTT-3.1.2-4]).
     assert!(present);
     let one = sub.recv_publish().await;
     assert_eq!((&one.payload[..], one.qos), (&b"one"[..], QoS::AtLeastOnce));
     let two = sub.recv_publish().await;
     assert_eq!((&two.payload[..], two.qos), (&b"two"[..], QoS::ExactlyOnce));
-    sub.send(Packet::PubAck(Ack::new(one.packet_id.expect("id")))).await;
-    sub.send(Packet::PubRec(Ack::new(two.packet_id.expect("id")))).await;
+    sub.send(Packet::PubAck(Ack::new(one.packet_id.expect("id"))))
+        .await;
+    sub.send(Packet::PubRec(Ack::new(two.packet_id.expect("id"))))
+        .await;
     assert!(matches!(sub.recv().await, Some(Packet::PubRel(_))));
-    sub.send(Packet::PubComp(Ack::new(two.packet_id.expect("id")))).await;
+    sub.send(Packet::PubComp(Ack::new(two.packet_id.expect("id"))))
+        .await;
     // QoS 0 was not queued for the offline client (as Mosquitto's default).
     assert!(sub.ping_barrier().await.is_empty());
     b.stop().await;
@@ -62,21 +73,41 @@ async fn offline_queue_is_bounded_and_drops_are_counted() {
     let (mut sub, _) = RawClient::connect_with(b.addr, connect_packet("bounded", false, 30)).await;
     sub.subscribe(1, &[("b", QoS::AtLeastOnce)]).await;
     sub.disconnect().await;
-    wait_until("session offline", || b.broker.metrics().connections_current == 0).await;
+    wait_until("session offline", || {
+        b.broker.metrics().connections_current == 0
+    })
+    .await;
 
     let mut publ = RawClient::connect(b.addr, "pub").await;
     for i in 1..=25u16 {
-        publ.send(publish("b", &i.to_string(), QoS::AtLeastOnce, false, Some(i))).await;
+        publ.send(publish(
+            "b",
+            &i.to_string(),
+            QoS::AtLeastOnce,
+            false,
+            Some(i),
+        ))
+        .await;
     }
     publ.ping_barrier().await;
-    assert_eq!(b.broker.metrics().messages_dropped, 15, "overflow drops the newest and counts them");
+    assert_eq!(
+        b.broker.metrics().messages_dropped,
+        15,
+        "overflow drops the newest and counts them"
+    );
 
-    let (mut sub, present) = RawClient::connect_with(b.addr, connect_packet("bounded", false, 30)).await;
+    let (mut sub, present) =
+        RawClient::connect_with(b.addr, connect_packet("bounded", false, 30)).await;
     assert!(present);
     for i in 1..=10 {
         let p = sub.recv_publish().await;
-        assert_eq!(p.payload, i.to_string(), "the oldest ten were kept, in order");
-        sub.send(Packet::PubAck(Ack::new(p.packet_id.expect("id")))).await;
+        assert_eq!(
+            p.payload,
+            i.to_string(),
+            "the oldest ten were kept, in order"
+        );
+        sub.send(Packet::PubAck(Ack::new(p.packet_id.expect("id"))))
+            .await;
     }
     assert!(sub.ping_barrier().await.is_empty());
     b.stop().await;
@@ -88,14 +119,19 @@ async fn inbound_qos2_state_survives_a_reconnect() {
     let mut sub = RawClient::connect(b.addr, "sub").await;
     sub.subscribe(1, &[("x2", QoS::AtMostOnce)]).await;
     let (mut publ, _) = RawClient::connect_with(b.addr, connect_packet("p2", false, 30)).await;
-    publ.send(publish("x2", "exactly", QoS::ExactlyOnce, false, Some(77))).await;
+    publ.send(publish("x2", "exactly", QoS::ExactlyOnce, false, Some(77)))
+        .await;
     assert!(matches!(publ.recv().await, Some(Packet::PubRec(_))));
     drop(publ);
     // The publisher reconnects and re-sends the PUBLISH (it never saw... it did see PUBREC, but
     // a client may re-send): it must not be delivered again ([MQTT-4.3.3-2]).
-    let (mut publ, present) = RawClient::connect_with(b.addr, connect_packet("p2", false, 30)).await;
+    let (mut publ, present) =
+        RawClient::connect_with(b.addr, connect_packet("p2", false, 30)).await;
     assert!(present);
-    let Packet::Publish(mut again) = publish("x2", "exactly", QoS::ExactlyOnce, false, Some(77)) else { unreachable!() };
+    let Packet::Publish(mut again) = publish("x2", "exactly", QoS::ExactlyOnce, false, Some(77))
+    else {
+        unreachable!()
+    };
     again.dup = true;
     publ.send(Packet::Publish(again)).await;
     assert!(matches!(publ.recv().await, Some(Packet::PubRec(_))));

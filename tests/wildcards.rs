@@ -16,7 +16,8 @@ async fn deliveries(b: &TestBroker, filters: &[&str], topics: &[&str]) -> Vec<St
         publ.send(publish(t, t, QoS::AtMostOnce, false, None)).await;
     }
     // Messages of one publisher reach a subscriber in order: the marker closes the list.
-    publ.send(publish("zz/marker", "end", QoS::AtMostOnce, false, None)).await;
+    publ.send(publish("zz/marker", "end", QoS::AtMostOnce, false, None))
+        .await;
     let mut got = Vec::new();
     loop {
         let p = sub.recv_publish().await;
@@ -30,7 +31,12 @@ async fn deliveries(b: &TestBroker, filters: &[&str], topics: &[&str]) -> Vec<St
 #[tokio::test]
 async fn plus_matches_exactly_one_level() {
     let b = TestBroker::start().await;
-    let got = deliveries(&b, &["a/+/c"], &["a/b/c", "a//c", "a/b/c/d", "a/c", "x/b/c"]).await;
+    let got = deliveries(
+        &b,
+        &["a/+/c"],
+        &["a/b/c", "a//c", "a/b/c/d", "a/c", "x/b/c"],
+    )
+    .await;
     assert_eq!(got, vec!["a/b/c", "a//c"]);
     b.stop().await;
 }
@@ -38,8 +44,21 @@ async fn plus_matches_exactly_one_level() {
 #[tokio::test]
 async fn hash_matches_parent_and_all_children() {
     let b = TestBroker::start().await;
-    let got = deliveries(&b, &["sport/tennis/#"], &["sport/tennis", "sport/tennis/p1", "sport/tennis/p1/score", "sport"]).await;
-    assert_eq!(got, vec!["sport/tennis", "sport/tennis/p1", "sport/tennis/p1/score"]);
+    let got = deliveries(
+        &b,
+        &["sport/tennis/#"],
+        &[
+            "sport/tennis",
+            "sport/tennis/p1",
+            "sport/tennis/p1/score",
+            "sport",
+        ],
+    )
+    .await;
+    assert_eq!(
+        got,
+        vec!["sport/tennis", "sport/tennis/p1", "sport/tennis/p1/score"]
+    );
     b.stop().await;
 }
 
@@ -58,14 +77,29 @@ async fn dollar_topics_are_not_matched_by_leading_wildcards() {
 async fn overlapping_subscriptions_deliver_once_at_the_highest_qos() {
     let b = TestBroker::start().await;
     let mut sub = RawClient::connect(b.addr, "sub").await;
-    sub.subscribe(1, &[("o/#", QoS::AtMostOnce), ("o/+", QoS::AtLeastOnce), ("o/x", QoS::AtMostOnce)]).await;
+    sub.subscribe(
+        1,
+        &[
+            ("o/#", QoS::AtMostOnce),
+            ("o/+", QoS::AtLeastOnce),
+            ("o/x", QoS::AtMostOnce),
+        ],
+    )
+    .await;
     let mut publ = RawClient::connect(b.addr, "pub").await;
-    publ.send(publish("o/x", "once", QoS::ExactlyOnce, false, Some(1))).await;
+    publ.send(publish("o/x", "once", QoS::ExactlyOnce, false, Some(1)))
+        .await;
     let p = sub.recv_publish().await;
     // [MQTT-3.3.5-1] one copy, at the maximum QoS of the matching subscriptions.
     assert_eq!(p.qos, QoS::AtLeastOnce);
-    sub.send(Packet::PubAck(mqtt_server::codec::Ack::new(p.packet_id.expect("id")))).await;
-    assert!(sub.ping_barrier().await.is_empty(), "delivered more than once");
+    sub.send(Packet::PubAck(mqtt_server::codec::Ack::new(
+        p.packet_id.expect("id"),
+    )))
+    .await;
+    assert!(
+        sub.ping_barrier().await.is_empty(),
+        "delivered more than once"
+    );
     b.stop().await;
 }
 
@@ -82,9 +116,13 @@ async fn unsubscribe_stops_delivery_and_is_acknowledged_even_without_match() {
     }
     assert_eq!(b.broker.subscription_count(), 0);
     let mut publ = RawClient::connect(b.addr, "pub").await;
-    publ.send(publish("u/1", "nope", QoS::AtMostOnce, false, None)).await;
+    publ.send(publish("u/1", "nope", QoS::AtMostOnce, false, None))
+        .await;
     publ.ping_barrier().await;
-    assert!(sub.ping_barrier().await.is_empty(), "[MQTT-3.10.4-2] no delivery after UNSUBACK");
+    assert!(
+        sub.ping_barrier().await.is_empty(),
+        "[MQTT-3.10.4-2] no delivery after UNSUBACK"
+    );
     b.stop().await;
 }
 
@@ -103,7 +141,8 @@ async fn subscribe_with_misplaced_wildcard_closes_the_connection() {
     let b = TestBroker::start().await;
     let mut c = RawClient::connect(b.addr, "bad").await;
     // SUBSCRIBE id 1, filter "a/#/b" QoS 0 [MQTT-4.7.1-2].
-    c.send_bytes(&[0x82, 10, 0, 1, 0, 5, b'a', b'/', b'#', b'/', b'b', 0]).await;
+    c.send_bytes(&[0x82, 10, 0, 1, 0, 5, b'a', b'/', b'#', b'/', b'b', 0])
+        .await;
     c.expect_closed().await;
     b.stop().await;
 }

@@ -42,7 +42,10 @@ async fn will_is_not_published_after_disconnect() {
     let c2 = connect_with_will(&b, "marker", 30).await;
     drop(c2);
     let p = w.recv_publish().await;
-    assert_eq!(&*p.topic, "will/marker", "[MQTT-3.14.4-3] will of a client that sent DISCONNECT was published");
+    assert_eq!(
+        &*p.topic, "will/marker",
+        "[MQTT-3.14.4-3] will of a client that sent DISCONNECT was published"
+    );
     b.stop().await;
 }
 
@@ -55,7 +58,10 @@ async fn will_is_published_on_keep_alive_timeout() {
     // [MQTT-3.1.2-24] no packet for 1.5 × keep-alive: the server closes.
     c.expect_closed().await;
     let waited = started.elapsed();
-    assert!(waited >= Duration::from_millis(1400), "closed too early: {waited:?}");
+    assert!(
+        waited >= Duration::from_millis(1400),
+        "closed too early: {waited:?}"
+    );
     assert_eq!(&*w.recv_publish().await.topic, "will/sleepy");
     b.stop().await;
 }

@@ -6,8 +6,8 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Parser;
-use mqtt_server::config::{self, Config};
 use mqtt_server::Broker;
+use mqtt_server::config::{self, Config};
 
 /// An MQTT 3.1.1 / 3.1 broker.
 #[derive(Debug, Parser)]
@@ -45,7 +45,10 @@ fn main() -> ExitCode {
         }
     };
     init_logging(&config.log_level);
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("mqtt-server: cannot start the async runtime: {e}");
@@ -58,23 +61,25 @@ fn main() -> ExitCode {
 fn load(args: &Args) -> Result<Config, String> {
     let mut config = match &args.config {
         Some(path) => Config::load(path).map_err(|e| e.to_string())?,
-        None => Config::from_toml_str(config::DEFAULT_CONFIG_TOML, "<embedded default config>").map_err(|e| e.to_string())?,
+        None => Config::from_toml_str(config::DEFAULT_CONFIG_TOML, "<embedded default config>")
+            .map_err(|e| e.to_string())?,
     };
     if let Some(level) = &args.log_level {
         config.log_level = level.clone();
     }
     if args.port.is_some() || args.bind.is_some() {
-        let first = config
-            .listeners
-            .first_mut()
-            .ok_or_else(|| "--port/--bind need at least one listener in the configuration".to_string())?;
+        let first = config.listeners.first_mut().ok_or_else(|| {
+            "--port/--bind need at least one listener in the configuration".to_string()
+        })?;
         if let Some(bind) = &args.bind {
             first.bind = if let Ok(addr) = bind.parse::<SocketAddr>() {
                 addr
             } else if let Ok(ip) = bind.parse::<IpAddr>() {
                 SocketAddr::new(ip, first.bind.port())
             } else {
-                return Err(format!("--bind: '{bind}' is neither an IP address nor IP:PORT"));
+                return Err(format!(
+                    "--bind: '{bind}' is neither an IP address nor IP:PORT"
+                ));
             };
         }
         if let Some(port) = args.port {
@@ -94,7 +99,10 @@ fn init_logging(level: &str) {
     let filter = EnvFilter::try_from_default_env()
         .or_else(|_| EnvFilter::try_new(level))
         .unwrap_or_else(|_| EnvFilter::new("info"));
-    tracing_subscriber::fmt().with_env_filter(filter).with_target(false).init();
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_target(false)
+        .init();
 }
 
 async fn run(config: Config) -> ExitCode {

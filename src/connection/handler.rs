@@ -6,7 +6,9 @@ use std::sync::Arc;
 use bytestring::ByteString;
 
 use crate::broker::BrokerCore;
-use crate::codec::{Ack, LastWill, Packet, ProtocolVersion, Publish, QoS, SubAck, Subscribe, UnsubAck, Unsubscribe};
+use crate::codec::{
+    Ack, LastWill, Packet, ProtocolVersion, Publish, QoS, SubAck, Subscribe, UnsubAck, Unsubscribe,
+};
 use crate::hooks::{ClientInfo, Decision, DisconnectReason, PublishDraft};
 use crate::message::Message;
 use crate::metrics::Metrics;
@@ -36,7 +38,8 @@ impl Handler<'_> {
                 // [MQTT-4.3.3-2] PUBREL releases the packet id; answer PUBCOMP even for an id
                 // already released (the client may be re-sending PUBREL after a reconnect).
                 self.session.inbound_qos2_release(a.packet_id);
-                self.session.send_control(Packet::PubComp(Ack::new(a.packet_id)));
+                self.session
+                    .send_control(Packet::PubComp(Ack::new(a.packet_id)));
             }
             Packet::Subscribe(s) => self.subscribe(s),
             Packet::Unsubscribe(u) => self.unsubscribe(u),
@@ -171,7 +174,9 @@ impl Handler<'_> {
         }));
         // [MQTT-3.8.4-3] retained messages are sent for every new or replaced subscription.
         for (filter, qos) in granted {
-            self.core.router.send_retained(self.session, &filter, qos, &self.core.metrics);
+            self.core
+                .router
+                .send_retained(self.session, &filter, qos, &self.core.metrics);
         }
     }
 

@@ -12,7 +12,11 @@ use crate::transport::ListenerContext;
 
 /// CONNACK return code 0x01 (3.1.1) / reason 0x84 (5.0): unacceptable protocol version.
 pub(crate) fn unsupported_version_code(version: Option<ProtocolVersion>) -> u8 {
-    if version == Some(ProtocolVersion::V5) { 0x84 } else { 0x01 }
+    if version == Some(ProtocolVersion::V5) {
+        0x84
+    } else {
+        0x01
+    }
 }
 
 /// The CONNACK code for a refusal, in the connection's protocol level.
@@ -50,7 +54,10 @@ pub(crate) fn refusal_code(decision: ConnectDecision, version: ProtocolVersion) 
 /// [MQTT-3.1.3-8] with Clean Session 0 it is refused with return code 0x02. MQTT 3.1 (MQIsdp)
 /// requires 1 to 23 characters: an empty id is refused there, longer ids are accepted as
 /// every current broker does.
-pub(crate) fn client_id(core: &BrokerCore, connect: &Connect) -> Result<(ByteString, bool), ConnectDecision> {
+pub(crate) fn client_id(
+    core: &BrokerCore,
+    connect: &Connect,
+) -> Result<(ByteString, bool), ConnectDecision> {
     if !connect.client_id.is_empty() {
         return Ok((connect.client_id.clone(), false));
     }
@@ -59,7 +66,8 @@ pub(crate) fn client_id(core: &BrokerCore, connect: &Connect) -> Result<(ByteStr
         && connect.protocol != ProtocolVersion::V3_1;
     // MQTT 5 allows an empty id with Clean Start 0 too: the server assigns one
     // ([MQTT-3.1.3-6] in 5.0 numbering); the session then simply cannot be resumed.
-    let allowed = allowed || (connect.protocol.is_v5() && core.config.mqtt.allow_zero_length_client_id);
+    let allowed =
+        allowed || (connect.protocol.is_v5() && core.config.mqtt.allow_zero_length_client_id);
     if !allowed {
         return Err(ConnectDecision::IdentifierRejected);
     }
@@ -68,7 +76,10 @@ pub(crate) fn client_id(core: &BrokerCore, connect: &Connect) -> Result<(ByteStr
         .take(16)
         .map(char::from)
         .collect();
-    Ok((ByteString::from(format!("{}{}", core.config.mqtt.auto_id_prefix, suffix)), true))
+    Ok((
+        ByteString::from(format!("{}{}", core.config.mqtt.auto_id_prefix, suffix)),
+        true,
+    ))
 }
 
 /// Runs the built-in checks (password store, `allow_anonymous`) and then the application's
@@ -94,7 +105,9 @@ pub(crate) async fn authenticate(
             Some(false) => ConnectDecision::BadCredentials,
             // Without a password store, a user name is just a label (as in Mosquitto when no
             // password_file is set) on a listener that admits anonymous clients.
-            None if core.credentials.is_empty() && listener.allow_anonymous => ConnectDecision::Accept,
+            None if core.credentials.is_empty() && listener.allow_anonymous => {
+                ConnectDecision::Accept
+            }
             None => ConnectDecision::BadCredentials,
         },
     };

@@ -57,7 +57,10 @@ pub(crate) async fn run<R, W>(
     };
     let connect = match first {
         Err(_elapsed) => {
-            tracing::debug!(?remote_addr, "no CONNECT within the connect timeout; closing");
+            tracing::debug!(
+                ?remote_addr,
+                "no CONNECT within the connect timeout; closing"
+            );
             return;
         }
         Ok(Err(ReadError::Closed)) => return,
@@ -75,7 +78,11 @@ pub(crate) async fn run<R, W>(
         Ok(Ok(Packet::Connect(c))) => c,
         Ok(Ok(other)) => {
             Metrics::inc(&core.metrics.protocol_errors);
-            tracing::debug!(?remote_addr, packet = other.name(), "[MQTT-3.1.0-1] first packet is not CONNECT; closing");
+            tracing::debug!(
+                ?remote_addr,
+                packet = other.name(),
+                "[MQTT-3.1.0-1] first packet is not CONNECT; closing"
+            );
             return;
         }
     };
@@ -116,15 +123,26 @@ async fn serve<R, W>(
         Ok(id) => id,
         Err(decision) => {
             Metrics::inc(&core.metrics.connections_refused);
-            send_refusal(&mut writer, handshake::refusal_code(decision, version), version).await;
+            send_refusal(
+                &mut writer,
+                handshake::refusal_code(decision, version),
+                version,
+            )
+            .await;
             return;
         }
     };
-    let decision = handshake::authenticate(&core, &listener, &connect, &client_id, remote_addr).await;
+    let decision =
+        handshake::authenticate(&core, &listener, &connect, &client_id, remote_addr).await;
     if decision != ConnectDecision::Accept {
         Metrics::inc(&core.metrics.connections_refused);
         tracing::info!(%client_id, ?remote_addr, ?decision, "connection refused");
-        send_refusal(&mut writer, handshake::refusal_code(decision, version), version).await;
+        send_refusal(
+            &mut writer,
+            handshake::refusal_code(decision, version),
+            version,
+        )
+        .await;
         return;
     }
 
@@ -189,7 +207,17 @@ async fn serve<R, W>(
         let keep_alive = (connect.keep_alive > 0)
             // [MQTT-3.1.2-24] close after one and a half times the keep-alive without a packet.
             .then(|| Duration::from_millis(u64::from(connect.keep_alive) * 1500));
-        let reason = read_loop(&core, &mut handler, &mut reader, &mut buf, version, keep_alive, &cancel, &failed).await;
+        let reason = read_loop(
+            &core,
+            &mut handler,
+            &mut reader,
+            &mut buf,
+            version,
+            keep_alive,
+            &cancel,
+            &failed,
+        )
+        .await;
         if reason == DisconnectReason::ClientDisconnect {
             // [MQTT-3.14.4-3] DISCONNECT discards the will without publishing it.
             will = None;

@@ -41,7 +41,10 @@ impl<W: AsyncWrite + Unpin> Writer<W> {
         let mut items = Vec::with_capacity(64);
         let mut buf = BytesMut::new();
         loop {
-            if !self.session.take_outbound(self.conn_id, &mut items, MAX_BATCH_ITEMS) {
+            if !self
+                .session
+                .take_outbound(self.conn_id, &mut items, MAX_BATCH_ITEMS)
+            {
                 break;
             }
             if items.is_empty() {
@@ -82,7 +85,11 @@ impl<W: AsyncWrite + Unpin> Writer<W> {
     /// Sends what is still queued for this connection (for example a DISCONNECT the reader
     /// queued before closing), bounded in time.
     async fn final_flush(&mut self, items: &mut Vec<Outbound>, buf: &mut BytesMut) {
-        if !self.session.take_outbound(self.conn_id, items, MAX_BATCH_ITEMS) || items.is_empty() {
+        if !self
+            .session
+            .take_outbound(self.conn_id, items, MAX_BATCH_ITEMS)
+            || items.is_empty()
+        {
             return;
         }
         self.encode(items, buf);
@@ -109,7 +116,11 @@ impl<W: AsyncWrite + Unpin> Writer<W> {
                         topic: message.topic.clone(),
                         packet_id,
                         payload: message.payload.clone(),
-                        properties: if self.version.is_v5() { message.properties.clone() } else { None },
+                        properties: if self.version.is_v5() {
+                            message.properties.clone()
+                        } else {
+                            None
+                        },
                     })
                 }
             };

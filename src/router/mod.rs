@@ -51,7 +51,8 @@ impl Router {
         tree.for_each_match(&message.topic, |key, sub| matched.push((*key, sub)));
         if matched.len() > 1 {
             // Overlapping subscriptions of one session: keep the highest QoS.
-            matched.sort_unstable_by(|a, b| a.0.cmp(&b.0).then(b.1.options.qos.cmp(&a.1.options.qos)));
+            matched
+                .sort_unstable_by(|a, b| a.0.cmp(&b.0).then(b.1.options.qos.cmp(&a.1.options.qos)));
             matched.dedup_by_key(|m| m.0);
         }
         let mut delivered = 0;
@@ -79,7 +80,12 @@ impl Router {
 
     /// Adds or replaces ([MQTT-3.8.4-3]) the subscription of `session` to `filter`. Returns
     /// false if the session was discarded meanwhile (taken over with clean session).
-    pub fn subscribe(&self, session: &Arc<Session>, filter: &ByteString, options: SubscriptionOptions) -> bool {
+    pub fn subscribe(
+        &self,
+        session: &Arc<Session>,
+        filter: &ByteString,
+        options: SubscriptionOptions,
+    ) -> bool {
         let mut tree = self.subscriptions.write();
         let mut st = session.state.lock();
         if st.discarded {

@@ -79,7 +79,9 @@ impl Inflight {
 
     fn position(&self, id: PacketId, stage: Stage) -> Option<usize> {
         // Acknowledgements nearly always arrive in order: the front is checked first.
-        self.entries.iter().position(|e| e.packet_id == id && e.stage == stage)
+        self.entries
+            .iter()
+            .position(|e| e.packet_id == id && e.stage == stage)
     }
 
     /// PUBACK received: completes a QoS 1 delivery. Returns whether one matched.
@@ -126,7 +128,11 @@ mod tests {
 
     fn entry(inflight: &mut Inflight, qos: QoS) -> PacketId {
         let id = inflight.next_packet_id().expect("free id");
-        let stage = if qos == QoS::AtLeastOnce { Stage::AwaitingPubAck } else { Stage::AwaitingPubRec };
+        let stage = if qos == QoS::AtLeastOnce {
+            Stage::AwaitingPubAck
+        } else {
+            Stage::AwaitingPubRec
+        };
         inflight.push(InflightEntry {
             packet_id: id,
             message: Arc::new(Message::new("t", "p", qos, false)),
@@ -152,10 +158,16 @@ mod tests {
     fn qos2_flow_moves_through_stages() {
         let mut inflight = Inflight::default();
         let id = entry(&mut inflight, QoS::ExactlyOnce);
-        assert!(!inflight.puback(id), "PUBACK does not complete a QoS 2 delivery");
+        assert!(
+            !inflight.puback(id),
+            "PUBACK does not complete a QoS 2 delivery"
+        );
         assert!(!inflight.pubcomp(id), "PUBCOMP before PUBREC is ignored");
         assert!(inflight.pubrec(id));
-        assert!(!inflight.pubrec(id), "a second PUBREC finds no message awaiting one");
+        assert!(
+            !inflight.pubrec(id),
+            "a second PUBREC finds no message awaiting one"
+        );
         assert_eq!(inflight.len(), 1);
         assert!(inflight.pubcomp(id));
         assert!(inflight.is_empty());
@@ -167,6 +179,9 @@ mod tests {
         let a = entry(&mut inflight, QoS::AtLeastOnce);
         let b = entry(&mut inflight, QoS::AtLeastOnce);
         assert!(inflight.puback(b));
-        assert_eq!(inflight.iter().map(|e| e.packet_id).collect::<Vec<_>>(), vec![a]);
+        assert_eq!(
+            inflight.iter().map(|e| e.packet_id).collect::<Vec<_>>(),
+            vec![a]
+        );
     }
 }

@@ -133,7 +133,13 @@ impl Session {
     /// full (`max_queued_messages`; the newest message is dropped, as Mosquitto does), or it is
     /// QoS 0 and the client is offline ([MQTT-3.1.2-5] lets a server discard QoS 0 messages for
     /// an offline client).
-    pub fn enqueue(&self, message: &SharedMessage, qos: QoS, retain: bool, metrics: &Metrics) -> bool {
+    pub fn enqueue(
+        &self,
+        message: &SharedMessage,
+        qos: QoS,
+        retain: bool,
+        metrics: &Metrics,
+    ) -> bool {
         let mut st = self.state.lock();
         let online = st.connection.is_some();
         if !online && qos == QoS::AtMostOnce && !st.limits.queue_qos0_offline {
@@ -184,7 +190,9 @@ impl Session {
             // packets (DUP set, [MQTT-3.3.1-1]) and PUBREL packets, in their original order.
             for e in st.inflight.iter() {
                 out.push(match e.stage {
-                    Stage::AwaitingPubComp => Outbound::Packet(Packet::PubRel(Ack::new(e.packet_id))),
+                    Stage::AwaitingPubComp => {
+                        Outbound::Packet(Packet::PubRel(Ack::new(e.packet_id)))
+                    }
                     _ => Outbound::Publish {
                         message: e.message.clone(),
                         qos: e.qos,
@@ -196,7 +204,9 @@ impl Session {
             }
         }
         while out.len() < max_items {
-            let Some(front) = st.pending.front() else { break };
+            let Some(front) = st.pending.front() else {
+                break;
+            };
             if front.qos == QoS::AtMostOnce {
                 if let Some(o) = st.pending.pop_front() {
                     out.push(Outbound::Publish {
@@ -214,9 +224,17 @@ impl Session {
             if st.inflight.len() >= st.limits.max_inflight {
                 break;
             }
-            let Some(packet_id) = st.inflight.next_packet_id() else { break };
-            let Some(o) = st.pending.pop_front() else { break };
-            let stage = if o.qos == QoS::AtLeastOnce { Stage::AwaitingPubAck } else { Stage::AwaitingPubRec };
+            let Some(packet_id) = st.inflight.next_packet_id() else {
+                break;
+            };
+            let Some(o) = st.pending.pop_front() else {
+                break;
+            };
+            let stage = if o.qos == QoS::AtLeastOnce {
+                Stage::AwaitingPubAck
+            } else {
+                Stage::AwaitingPubRec
+            };
             st.inflight.push(InflightEntry {
                 packet_id,
                 message: o.message.clone(),

@@ -13,7 +13,11 @@ use crate::transport::ListenerContext;
 /// Accepts connections until the broker shuts down. Each connection takes a slot of
 /// `max_connections`; a connection over the limit is closed at once (and counted) rather than
 /// left waiting in the backlog.
-pub(crate) async fn accept_loop(core: Arc<BrokerCore>, listener: TcpListener, context: Arc<ListenerContext>) {
+pub(crate) async fn accept_loop(
+    core: Arc<BrokerCore>,
+    listener: TcpListener,
+    context: Arc<ListenerContext>,
+) {
     let mut backoff = Duration::from_millis(5);
     loop {
         let accepted = tokio::select! {

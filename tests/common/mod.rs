@@ -10,7 +10,8 @@ use std::time::Duration;
 use bytes::BytesMut;
 use bytestring::ByteString;
 use mqtt_server::codec::{
-    self, Ack, Connect, LastWill, Packet, ProtocolVersion, Publish, QoS, Subscribe, SubscriptionOptions, Unsubscribe,
+    self, Ack, Connect, LastWill, Packet, ProtocolVersion, Publish, QoS, Subscribe,
+    SubscriptionOptions, Unsubscribe,
 };
 use mqtt_server::config::{Config, ListenerConfig};
 use mqtt_server::{Broker, Hooks};
@@ -22,12 +23,13 @@ pub const WAIT: Duration = Duration::from_secs(5);
 
 /// A configuration with one listener on 127.0.0.1, port 0.
 pub fn test_config() -> Config {
-    let mut config = Config::default();
-    config.listeners = vec![ListenerConfig {
-        bind: "127.0.0.1:0".parse().expect("literal address"),
-        allow_anonymous: Some(true),
-    }];
-    config
+    Config {
+        listeners: vec![ListenerConfig {
+            bind: "127.0.0.1:0".parse().expect("literal address"),
+            allow_anonymous: Some(true),
+        }],
+        ..Config::default()
+    }
 }
 
 /// A started broker and its address.
@@ -166,7 +168,9 @@ impl RawClient {
 
     /// Connects with Clean Session 1 and keep-alive 60.
     pub async fn connect(addr: SocketAddr, client_id: &str) -> RawClient {
-        RawClient::connect_with(addr, connect_packet(client_id, true, 60)).await.0
+        RawClient::connect_with(addr, connect_packet(client_id, true, 60))
+            .await
+            .0
     }
 
     pub async fn send(&mut self, packet: Packet) {
@@ -251,7 +255,11 @@ impl RawClient {
         self.send(subscribe(id, filters)).await;
         match self.recv().await {
             Some(Packet::SubAck(s)) => {
-                assert_eq!(s.packet_id, pid(id), "[MQTT-3.8.4-2] SUBACK carries the SUBSCRIBE's packet id");
+                assert_eq!(
+                    s.packet_id,
+                    pid(id),
+                    "[MQTT-3.8.4-2] SUBACK carries the SUBSCRIBE's packet id"
+                );
                 s.codes
             }
             other => panic!("expected SUBACK, got {other:?}"),
@@ -268,7 +276,10 @@ impl RawClient {
 pub async fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
     let deadline = tokio::time::Instant::now() + WAIT;
     while !cond() {
-        assert!(tokio::time::Instant::now() < deadline, "timed out waiting for: {what}");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for: {what}"
+        );
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
 }
