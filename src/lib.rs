@@ -1,19 +1,6 @@
-//! mqtt-server: an MQTT 3.1.1 / 3.1 broker (MQTT 5 to come) that runs standalone or embedded in
-//! your own tokio program.
+#![doc = include_str!("../README.md")]
 //!
-//! ```no_run
-//! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
-//! use mqtt_server::{Broker, Config, QoS};
-//!
-//! let broker = Broker::new(Config::default());
-//! broker.start().await?;
-//! let app = broker.local_client("app");
-//! app.subscribe("sensors/+/temperature", QoS::AtLeastOnce)?;
-//! while let Some(msg) = app.recv().await {
-//!     println!("{}: {:?}", msg.topic, msg.payload);
-//! }
-//! # Ok(()) }
-//! ```
+//! ## Code map
 //!
 //! The path of one PUBLISH: [`transport`] accepts the byte stream → `connection` reads and
 //! decodes it with [`codec`] → the session does the QoS bookkeeping → [`router`] matches the

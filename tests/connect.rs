@@ -197,3 +197,19 @@ async fn wrong_password_gets_0x04_and_anonymous_refused_gets_0x05() {
     c.disconnect().await;
     b.stop().await;
 }
+
+#[tokio::test]
+async fn mqtt5_is_refused_with_0x84_until_it_is_supported() {
+    let b = TestBroker::start().await;
+    let mut c = RawClient::open(b.addr).await;
+    c.version = ProtocolVersion::V5;
+    let mut connect = connect_packet("five", true, 30);
+    connect.protocol = ProtocolVersion::V5;
+    c.send(Packet::Connect(Box::new(connect))).await;
+    match c.recv().await {
+        Some(Packet::ConnAck(a)) => assert_eq!(a.code, 0x84, "unsupported protocol version"),
+        other => panic!("expected CONNACK 0x84, got {other:?}"),
+    }
+    c.expect_closed().await;
+    b.stop().await;
+}

@@ -119,6 +119,14 @@ async fn serve<R, W>(
     W: AsyncWrite + Unpin + Send + 'static,
 {
     let version = connect.protocol;
+    if version.is_v5() {
+        // The codec speaks MQTT 5, but the session semantics (reason codes, properties,
+        // expiry, aliases, flow control) arrive with issue 4: refuse cleanly until then
+        // rather than half-serve a 5.0 client. 0x84 = Unsupported Protocol Version.
+        Metrics::inc(&core.metrics.connections_refused);
+        send_refusal(&mut writer, handshake::unsupported_version_code(Some(version)), version).await;
+        return;
+    }
     let (client_id, _assigned) = match handshake::client_id(&core, &connect) {
         Ok(id) => id,
         Err(decision) => {
