@@ -147,3 +147,26 @@ pub struct NoHooks;
 
 #[async_trait]
 impl Hooks for NoHooks {}
+
+/// Hooks shared with the application (to read state they collect, for example).
+#[async_trait]
+impl<T: Hooks + ?Sized> Hooks for std::sync::Arc<T> {
+    async fn on_connect(&self, request: &ConnectRequest<'_>, builtin: ConnectDecision) -> ConnectDecision {
+        (**self).on_connect(request, builtin).await
+    }
+    fn on_connected(&self, client: &ClientInfo) {
+        (**self).on_connected(client)
+    }
+    fn on_publish(&self, client: &ClientInfo, publish: &mut PublishDraft) -> Decision {
+        (**self).on_publish(client, publish)
+    }
+    fn on_subscribe(&self, client: &ClientInfo, filter: &str, qos: &mut QoS) -> Decision {
+        (**self).on_subscribe(client, filter, qos)
+    }
+    fn on_unsubscribe(&self, client: &ClientInfo, filter: &str) {
+        (**self).on_unsubscribe(client, filter)
+    }
+    fn on_disconnect(&self, client: &ClientInfo, reason: DisconnectReason) {
+        (**self).on_disconnect(client, reason)
+    }
+}
