@@ -24,6 +24,7 @@ pub(crate) struct Handler<'a> {
     pub session: &'a Arc<Session>,
     pub client: &'a ClientInfo,
     pub version: ProtocolVersion,
+    pub conn_id: u64,
 }
 
 impl Handler<'_> {
@@ -32,19 +33,18 @@ impl Handler<'_> {
         match packet {
             Packet::Publish(p) => self.publish(p),
             Packet::PubAck(a) => self.session.on_puback(a.packet_id),
-            Packet::PubRec(a) => self.session.on_pubrec(a.packet_id),
+            Packet::PubRec(a) => self.session.on_pubrec(self.conn_id, a.packet_id),
             Packet::PubComp(a) => self.session.on_pubcomp(a.packet_id),
             Packet::PubRel(a) => {
                 // [MQTT-4.3.3-2] PUBREL releases the packet id; answer PUBCOMP even for an id
                 // already released (the client may be re-sending PUBREL after a reconnect).
                 self.session.inbound_qos2_release(a.packet_id);
-                self.session
-                    .send_control(Packet::PubComp(Ack::new(a.packet_id)));
+                self.reply(Packet::PubComp(Ack::new(a.packet_id)));
             }
             Packet::Subscribe(s) => self.subscribe(s),
             Packet::Unsubscribe(u) => self.unsubscribe(u),
             // [MQTT-3.12.4-1] answer PINGREQ with PINGRESP.
-            Packet::PingReq => self.session.send_control(Packet::PingResp),
+            Packet::PingReq => self.reply(Packet::PingResp),
             Packet::Disconnect(_) => return Err(DisconnectReason::ClientDisconnect),
             Packet::Connect(_) => {
                 // [MQTT-3.1.0-2] a second CONNECT is a protocol violation.
@@ -59,6 +59,11 @@ impl Handler<'_> {
             }
         }
         Ok(())
+    }
+
+    /// Queues a packet for this connection's writer.
+    fn reply(&self, packet: Packet) {
+        self.session.send_control(self.conn_id, packet);
     }
 
     fn protocol_error(&self) -> DisconnectReason {
@@ -88,8 +93,8 @@ impl Handler<'_> {
         // [MQTT-3.3.4-1] acknowledge according to the QoS of the incoming PUBLISH; a PUBLISH
         // that was refused is still acknowledged ([MQTT-3.3.5-2]).
         match (qos, packet_id) {
-            (QoS::AtLeastOnce, Some(id)) => self.session.send_control(Packet::PubAck(Ack::new(id))),
-            (QoS::ExactlyOnce, Some(id)) => self.session.send_control(Packet::PubRec(Ack::new(id))),
+            (QoS::AtLeastOnce, Some(id)) => self.reply(Packet::PubAck(Ack::new(id))),
+            (QoS::ExactlyOnce, Some(id)) => self.reply(Packet::PubRec(Ack::new(id))),
             _ => {}
         }
     }
@@ -167,7 +172,7 @@ impl Handler<'_> {
             granted.push((filter, options.qos));
         }
         // [MQTT-3.8.4-1] SUBACK with [MQTT-3.8.4-2] the same packet id.
-        self.session.send_control(Packet::SubAck(SubAck {
+        self.reply(Packet::SubAck(SubAck {
             packet_id: subscribe.packet_id,
             codes,
             properties: None,
@@ -193,7 +198,7 @@ impl Handler<'_> {
         }
         // [MQTT-3.10.4-4] UNSUBACK with the same packet id, [MQTT-3.10.4-5] even when no
         // subscription was removed.
-        self.session.send_control(Packet::UnsubAck(UnsubAck {
+        self.reply(Packet::UnsubAck(UnsubAck {
             packet_id: unsubscribe.packet_id,
             codes,
             properties: None,

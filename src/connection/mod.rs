@@ -15,6 +15,7 @@ use std::time::Duration;
 
 use bytes::BytesMut;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::sync::Notify;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
@@ -29,6 +30,9 @@ use writer::Writer;
 
 /// Free space kept in the read buffer before each read.
 const READ_CHUNK: usize = 4096;
+/// Control packets (acknowledgements) allowed to wait for the writer before the reader stops
+/// reading: a client that publishes but never reads its socket must not grow our memory.
+const CONTROL_HIGH_WATER: usize = 1024;
 /// How long the reader waits for its writer to finish after the connection ends.
 const WRITER_GRACE: Duration = Duration::from_secs(2);
 
@@ -194,6 +198,7 @@ async fn serve<R, W>(
         tracing::debug!(%client_id, ?remote_addr, ?version, present = opened.present, "client connected");
         core.hooks.on_connected(&client);
         let failed = Arc::new(AtomicBool::new(false));
+        let written = Arc::new(Notify::new());
         let writer_task = tokio::spawn(
             Writer {
                 io: writer,
@@ -202,6 +207,7 @@ async fn serve<R, W>(
                 version,
                 cancel: cancel.clone(),
                 failed: failed.clone(),
+                written: written.clone(),
                 core: core.clone(),
             }
             .run(),
@@ -211,21 +217,17 @@ async fn serve<R, W>(
             session: &session,
             client: &client,
             version,
+            conn_id,
         };
         let keep_alive = (connect.keep_alive > 0)
             // [MQTT-3.1.2-24] close after one and a half times the keep-alive without a packet.
             .then(|| Duration::from_millis(u64::from(connect.keep_alive) * 1500));
-        let reason = read_loop(
-            &core,
-            &mut handler,
-            &mut reader,
-            &mut buf,
-            version,
-            keep_alive,
-            &cancel,
-            &failed,
-        )
-        .await;
+        let signals = Signals {
+            cancel: &cancel,
+            write_failed: &failed,
+            written: &written,
+        };
+        let reason = read_loop(&core, &mut handler, &mut reader, &mut buf, version, keep_alive, signals).await;
         if reason == DisconnectReason::ClientDisconnect {
             // [MQTT-3.14.4-3] DISCONNECT discards the will without publishing it.
             will = None;
@@ -301,8 +303,17 @@ fn reserve(buf: &mut BytesMut) {
     }
 }
 
+/// How the writer task talks back to the reader.
+struct Signals<'a> {
+    /// Cancelled when the connection must end (takeover, shutdown, write failure).
+    cancel: &'a CancellationToken,
+    /// Set by the writer when a write failed.
+    write_failed: &'a AtomicBool,
+    /// Notified by the writer after each batch it wrote.
+    written: &'a Notify,
+}
+
 /// Reads and handles packets until the connection ends; returns why it ended.
-#[allow(clippy::too_many_arguments)]
 async fn read_loop<R: AsyncRead + Unpin>(
     core: &BrokerCore,
     handler: &mut Handler<'_>,
@@ -310,9 +321,13 @@ async fn read_loop<R: AsyncRead + Unpin>(
     buf: &mut BytesMut,
     version: ProtocolVersion,
     keep_alive: Option<Duration>,
-    cancel: &CancellationToken,
-    write_failed: &AtomicBool,
+    signals: Signals<'_>,
 ) -> DisconnectReason {
+    let Signals {
+        cancel,
+        write_failed,
+        written,
+    } = signals;
     let max_packet = core.config.limits.max_packet_size as usize;
     let far_future = Duration::from_secs(100 * 365 * 24 * 3600);
     let mut deadline = Instant::now() + keep_alive.unwrap_or(far_future);
@@ -337,6 +352,8 @@ async fn read_loop<R: AsyncRead + Unpin>(
             }
         }
         reserve(buf);
+        // Backpressure: while the client does not take its acknowledgements, stop reading.
+        let paused = handler.session.control_backlog() > CONTROL_HIGH_WATER;
         tokio::select! {
             biased;
             _ = cancel.cancelled() => {
@@ -352,7 +369,8 @@ async fn read_loop<R: AsyncRead + Unpin>(
                 tracing::debug!(client_id = %handler.client.client_id, "keep-alive timeout; closing");
                 return DisconnectReason::KeepAliveTimeout;
             }
-            r = reader.read_buf(buf) => match r {
+            _ = written.notified(), if paused => {}
+            r = reader.read_buf(buf), if !paused => match r {
                 Ok(0) | Err(_) => return DisconnectReason::NetworkError,
                 Ok(n) => Metrics::add(&core.metrics.bytes_received, n as u64),
             },

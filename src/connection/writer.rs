@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use bytes::BytesMut;
 use tokio::io::{AsyncWrite, AsyncWriteExt};
+use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use crate::broker::BrokerCore;
@@ -31,6 +32,9 @@ pub(crate) struct Writer<W> {
     pub cancel: CancellationToken,
     /// Set when a write fails, so the reader reports a network error rather than a takeover.
     pub failed: Arc<AtomicBool>,
+    /// Notified after each batch is written (the reader may be waiting for the backlog to
+    /// shrink).
+    pub written: Arc<Notify>,
     pub core: Arc<BrokerCore>,
 }
 
@@ -69,6 +73,7 @@ impl<W: AsyncWrite + Unpin> Writer<W> {
                 break;
             }
             Metrics::add(&self.metrics().bytes_sent, buf.len() as u64);
+            self.written.notify_one();
             if buf.capacity() > KEEP_BUFFER_BYTES {
                 buf = BytesMut::new();
             } else {

@@ -163,10 +163,12 @@ impl Session {
         true
     }
 
-    /// Queues a control packet for the connected client (dropped if none is connected).
-    pub fn send_control(&self, packet: Packet) {
+    /// Queues a control packet for connection `conn`; dropped if `conn` no longer serves this
+    /// session (an acknowledgement meant for a connection that was taken over must not reach
+    /// its successor).
+    pub fn send_control(&self, conn: u64, packet: Packet) {
         let mut st = self.state.lock();
-        if st.connection.is_none() {
+        if st.connection != Some(conn) {
             return;
         }
         st.control.push_back(packet);
@@ -273,10 +275,10 @@ impl Session {
 
     /// Handles PUBREC from the client: answers PUBREL ([MQTT-4.3.3-1]). A PUBREC for an unknown
     /// id is answered too, so a client that lost track completes its flow.
-    pub fn on_pubrec(&self, id: PacketId) {
+    pub fn on_pubrec(&self, conn: u64, id: PacketId) {
         let mut st = self.state.lock();
         st.inflight.pubrec(id);
-        if st.connection.is_some() {
+        if st.connection == Some(conn) {
             st.control.push_back(Packet::PubRel(Ack::new(id)));
         }
         drop(st);
@@ -346,6 +348,12 @@ impl Session {
         st.inflight.clear();
         st.inbound_qos2.clear();
         st.subscriptions.drain().map(|(filter, _)| filter).collect()
+    }
+
+    /// Number of control packets waiting for the writer (acknowledgements the client has not
+    /// yet been sent, typically because it does not read its socket).
+    pub fn control_backlog(&self) -> usize {
+        self.state.lock().control.len()
     }
 
     /// Whether a connection currently serves this session.
