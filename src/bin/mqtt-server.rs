@@ -91,6 +91,9 @@ fn load(args: &Args) -> Result<Config, String> {
         .as_ref()
         .map_or_else(|| "<command line>".to_string(), |p| p.display().to_string());
     config.validate(&origin).map_err(|e| e.to_string())?;
+    if let Err(e) = tracing_subscriber::EnvFilter::try_new(&config.log_level) {
+        return Err(format!("{origin}: key 'log_level': '{}' is not a log level or filter: {e}", config.log_level));
+    }
     Ok(config)
 }
 
@@ -98,7 +101,7 @@ fn init_logging(level: &str) {
     use tracing_subscriber::EnvFilter;
     let filter = EnvFilter::try_from_default_env()
         .or_else(|_| EnvFilter::try_new(level))
-        .unwrap_or_else(|_| EnvFilter::new("info"));
+        .unwrap_or_else(|_| EnvFilter::new("info")); // `load` has validated `level` already
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_target(false)
