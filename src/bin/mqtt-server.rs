@@ -110,6 +110,15 @@ fn init_logging(level: &str) {
 }
 
 async fn run(config: Config) -> ExitCode {
+    // Handle SIGTERM from before the listening line is printed: a supervisor (or a test) that
+    // sends it right after reading that line must get a graceful shutdown, not a kill.
+    let signals = match Signals::install() {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("mqtt-server: cannot install signal handlers: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
     let broker = Broker::new(config);
     if let Err(e) = broker.start().await {
         eprintln!("mqtt-server: {e}");
@@ -119,30 +128,47 @@ async fn run(config: Config) -> ExitCode {
         // Tests and scripts read this line to learn the port chosen for port 0.
         println!("mqtt-server listening on {addr}");
     }
-    wait_for_signal().await;
+    signals.wait().await;
     tracing::info!("shutting down");
     broker.shutdown().await;
     ExitCode::SUCCESS
 }
 
-async fn wait_for_signal() {
+/// SIGINT and SIGTERM, installed once at start-up.
+struct Signals {
     #[cfg(unix)]
-    {
-        use tokio::signal::unix::{SignalKind, signal};
-        match signal(SignalKind::terminate()) {
-            Ok(mut term) => {
-                tokio::select! {
-                    _ = tokio::signal::ctrl_c() => {}
-                    _ = term.recv() => {}
-                }
-            }
-            Err(_) => {
-                let _ = tokio::signal::ctrl_c().await;
-            }
+    term: tokio::signal::unix::Signal,
+    #[cfg(unix)]
+    int: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn install() -> std::io::Result<Signals> {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{SignalKind, signal};
+            Ok(Signals {
+                term: signal(SignalKind::terminate())?,
+                int: signal(SignalKind::interrupt())?,
+            })
+        }
+        #[cfg(not(unix))]
+        {
+            Ok(Signals {})
         }
     }
-    #[cfg(not(unix))]
-    {
-        let _ = tokio::signal::ctrl_c().await;
+
+    async fn wait(mut self) {
+        #[cfg(unix)]
+        {
+            tokio::select! {
+                _ = self.term.recv() => {}
+                _ = self.int.recv() => {}
+            }
+        }
+        #[cfg(not(unix))]
+        {
+            let _ = tokio::signal::ctrl_c().await;
+        }
     }
 }
