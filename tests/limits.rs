@@ -30,7 +30,8 @@ async fn packet_at_max_size_is_accepted() {
     let mut c = RawClient::connect(b.addr, "fits").await;
     // Fixed header 3 bytes (0x30 + 2-byte length) + topic 3 bytes + payload = 1024.
     let payload = "x".repeat(1024 - 3 - 3);
-    c.send(publish("t", &payload, QoS::AtMostOnce, false, None)).await;
+    c.send(publish("t", &payload, QoS::AtMostOnce, false, None))
+        .await;
     assert_eq!(sub.recv_publish().await.payload.len(), payload.len());
     assert!(c.ping_barrier().await.is_empty());
     b.stop().await;
@@ -62,17 +63,17 @@ async fn malformed_packets_close_only_the_offender() {
     sub.subscribe(1, &[("flow", QoS::AtLeastOnce)]).await;
     let mut publ = RawClient::connect(b.addr, "bystander-pub").await;
     let garbage: &[&[u8]] = &[
-        &[0x00, 0x00],                         // reserved packet type 0
-        &[0x30, 0xff, 0xff, 0xff, 0xff, 0x7f], // remaining length over 4 bytes
-        &[0x62, 0x02, 0x00, 0x01],             // PUBREL with wrong flags 0b0010 → ok; next one bad
-        &[0x60, 0x02, 0x00, 0x01],             // PUBREL with flags 0 [MQTT-3.6.1-1]
-        &[0x82, 0x02, 0x00, 0x01],             // SUBSCRIBE without filters [MQTT-3.8.3-3]
-        &[0xa2, 0x02, 0x00, 0x01],             // UNSUBSCRIBE without filters [MQTT-3.10.3-2]
+        &[0x00, 0x00],                               // reserved packet type 0
+        &[0x30, 0xff, 0xff, 0xff, 0xff, 0x7f],       // remaining length over 4 bytes
+        &[0x62, 0x02, 0x00, 0x01], // PUBREL with wrong flags 0b0010 → ok; next one bad
+        &[0x60, 0x02, 0x00, 0x01], // PUBREL with flags 0 [MQTT-3.6.1-1]
+        &[0x82, 0x02, 0x00, 0x01], // SUBSCRIBE without filters [MQTT-3.8.3-3]
+        &[0xa2, 0x02, 0x00, 0x01], // UNSUBSCRIBE without filters [MQTT-3.10.3-2]
         &[0x32, 0x04, 0x00, 0x01, b't', 0x00], // QoS 1 PUBLISH missing its packet id bytes
         &[0x32, 0x05, 0x00, 0x01, b't', 0x00, 0x00], // packet id 0 [MQTT-2.3.1-1]
         &[0x30, 0x04, 0x00, 0x02, 0xc3, 0x28], // invalid UTF-8 topic [MQTT-1.5.3-1]
-        &[0xc0, 0x01, 0x00],                   // PINGREQ with a body
-        &[0x20, 0x02, 0x00, 0x00],             // CONNACK from a client
+        &[0xc0, 0x01, 0x00],       // PINGREQ with a body
+        &[0x20, 0x02, 0x00, 0x00], // CONNACK from a client
     ];
     for (i, bytes) in garbage.iter().enumerate() {
         let mut bad = RawClient::connect(b.addr, &format!("bad-{i}")).await;
@@ -84,11 +85,21 @@ async fn malformed_packets_close_only_the_offender() {
         }
         bad.expect_closed().await;
         // The bystanders' flow is untouched.
-        publ.send(publish("flow", &i.to_string(), QoS::AtLeastOnce, false, Some(i as u16 + 1))).await;
+        publ.send(publish(
+            "flow",
+            &i.to_string(),
+            QoS::AtLeastOnce,
+            false,
+            Some(i as u16 + 1),
+        ))
+        .await;
         assert!(matches!(publ.recv().await, Some(Packet::PubAck(_))));
         let p = sub.recv_publish().await;
         assert_eq!(p.payload, i.to_string());
-        sub.send(Packet::PubAck(mqtt_server::codec::Ack::new(p.packet_id.expect("id")))).await;
+        sub.send(Packet::PubAck(mqtt_server::codec::Ack::new(
+            p.packet_id.expect("id"),
+        )))
+        .await;
     }
     b.stop().await;
 }

@@ -59,7 +59,9 @@ pub(crate) fn client_id(
     connect: &Connect,
 ) -> Result<(ByteString, bool), ConnectDecision> {
     if !connect.client_id.is_empty() {
-        return Ok((connect.client_id.clone(), false));
+        // A copy: the packet's fields are slices of the read buffer, which must not stay
+        // pinned for the life of the session.
+        return Ok((ByteString::from(&*connect.client_id), false));
     }
     let allowed = connect.clean_start
         && core.config.mqtt.allow_zero_length_client_id

@@ -13,7 +13,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use bytes::BytesMut;
+use bytes::{Bytes, BytesMut};
+use bytestring::ByteString;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::Notify;
 use tokio::time::Instant;
@@ -24,7 +25,7 @@ use crate::codec::{self, ConnAck, Connect, DecodeError, LastWill, Packet, Protoc
 use crate::hooks::{ClientInfo, ConnectDecision, DisconnectReason};
 use crate::metrics::Metrics;
 use crate::session::{QueueLimits, Session};
-use crate::transport::ListenerContext;
+use crate::transport::{ListenerContext, ReadHalf};
 use handler::Handler;
 use writer::Writer;
 
@@ -45,11 +46,11 @@ pub(crate) async fn run<R, W>(
     mut writer: W,
     remote_addr: Option<SocketAddr>,
 ) where
-    R: AsyncRead + Unpin + Send + 'static,
+    R: ReadHalf,
     W: AsyncWrite + Unpin + Send + 'static,
 {
     let max_packet = core.config.limits.max_packet_size as usize;
-    let mut buf = BytesMut::with_capacity(READ_CHUNK);
+    let mut buf = BytesMut::new();
 
     // [MQTT-3.1.0-1] the first packet must be CONNECT, and it must come within the connect
     // timeout (a socket that never sends one must not hold resources: slowloris).
@@ -116,10 +117,10 @@ async fn serve<R, W>(
     mut reader: R,
     mut writer: W,
     mut buf: BytesMut,
-    connect: Connect,
+    mut connect: Connect,
     remote_addr: Option<SocketAddr>,
 ) where
-    R: AsyncRead + Unpin + Send + 'static,
+    R: ReadHalf,
     W: AsyncWrite + Unpin + Send + 'static,
 {
     let version = connect.protocol;
@@ -186,14 +187,18 @@ async fn serve<R, W>(
         Err(_) => false,
     };
 
+    // What outlives the handshake is copied out of the CONNECT packet, whose fields are
+    // slices of the first read buffer: an idle connection must not pin that buffer.
     let client = Arc::new(ClientInfo {
         client_id: client_id.clone(),
-        username: connect.username.clone(),
+        username: connect.username.as_deref().map(ByteString::from),
         remote_addr,
         protocol: version,
     });
+    let keep_alive = connect.keep_alive;
+    let mut will = connect.will.take().map(compact_will);
+    drop(connect);
     Metrics::inc(&core.metrics.connections_current);
-    let mut will = connect.will;
     let reason = if wrote {
         tracing::debug!(%client_id, ?remote_addr, ?version, present = opened.present, "client connected");
         core.hooks.on_connected(&client);
@@ -219,9 +224,9 @@ async fn serve<R, W>(
             version,
             conn_id,
         };
-        let keep_alive = (connect.keep_alive > 0)
+        let keep_alive = (keep_alive > 0)
             // [MQTT-3.1.2-24] close after one and a half times the keep-alive without a packet.
-            .then(|| Duration::from_millis(u64::from(connect.keep_alive) * 1500));
+            .then(|| Duration::from_millis(u64::from(keep_alive) * 1500));
         let signals = Signals {
             cancel: &cancel,
             write_failed: &failed,
@@ -240,6 +245,15 @@ async fn serve<R, W>(
     };
 
     finish(&core, &session, conn_id, &client, reason, will);
+}
+
+/// A will whose topic and payload own their memory (see `serve`).
+fn compact_will(will: LastWill) -> LastWill {
+    LastWill {
+        topic: ByteString::from(&*will.topic),
+        payload: Bytes::copy_from_slice(&will.payload),
+        ..will
+    }
 }
 
 /// The exit path shared by every way a connection ends.
@@ -297,6 +311,16 @@ async fn read_packet<R: AsyncRead + Unpin>(
     }
 }
 
+/// Reads what the client sent next. With nothing partial buffered, waits for readability
+/// before taking a buffer at all.
+async fn read_more<R: ReadHalf>(reader: &mut R, buf: &mut BytesMut) -> std::io::Result<usize> {
+    if buf.capacity() == 0 {
+        reader.ready().await?;
+    }
+    reserve(buf);
+    reader.read_buf(buf).await
+}
+
 fn reserve(buf: &mut BytesMut) {
     if buf.capacity() - buf.len() < READ_CHUNK / 4 {
         buf.reserve(READ_CHUNK);
@@ -314,7 +338,7 @@ struct Signals<'a> {
 }
 
 /// Reads and handles packets until the connection ends; returns why it ended.
-async fn read_loop<R: AsyncRead + Unpin>(
+async fn read_loop<R: ReadHalf>(
     core: &BrokerCore,
     handler: &mut Handler<'_>,
     reader: &mut R,
@@ -351,7 +375,11 @@ async fn read_loop<R: AsyncRead + Unpin>(
                 }
             }
         }
-        reserve(buf);
+        if buf.is_empty() {
+            // Nothing partial is buffered: release the buffer (decoded packets keep what they
+            // need) and wait for readability without one, so idle connections hold none.
+            *buf = BytesMut::new();
+        }
         // Backpressure: while the client does not take its acknowledgements, stop reading.
         let paused = handler.session.control_backlog() > CONTROL_HIGH_WATER;
         tokio::select! {
@@ -370,7 +398,7 @@ async fn read_loop<R: AsyncRead + Unpin>(
                 return DisconnectReason::KeepAliveTimeout;
             }
             _ = written.notified(), if paused => {}
-            r = reader.read_buf(buf), if !paused => match r {
+            r = read_more(reader, buf), if !paused => match r {
                 Ok(0) | Err(_) => return DisconnectReason::NetworkError,
                 Ok(n) => Metrics::add(&core.metrics.bytes_received, n as u64),
             },

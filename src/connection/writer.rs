@@ -42,7 +42,7 @@ impl<W: AsyncWrite + Unpin> Writer<W> {
     /// Runs until the connection is cancelled, the session moves to another connection, or a
     /// write fails.
     pub async fn run(mut self) {
-        let mut items = Vec::with_capacity(64);
+        let mut items = Vec::new();
         let mut buf = BytesMut::new();
         loop {
             if !self
@@ -52,6 +52,9 @@ impl<W: AsyncWrite + Unpin> Writer<W> {
                 break;
             }
             if items.is_empty() {
+                // Going idle: give the write buffer back rather than keep it per connection.
+                buf = BytesMut::new();
+                items = Vec::new();
                 tokio::select! {
                     biased;
                     _ = self.cancel.cancelled() => {
@@ -79,6 +82,7 @@ impl<W: AsyncWrite + Unpin> Writer<W> {
             } else {
                 buf.clear();
             }
+            self.session.shrink_if_idle();
         }
         let _ = tokio::time::timeout(FINAL_FLUSH, self.io.shutdown()).await;
     }

@@ -265,6 +265,17 @@ impl Session {
         st.pending.pop_front()
     }
 
+    /// Releases queue memory left over from a burst once the queues are empty.
+    pub fn shrink_if_idle(&self) {
+        let mut st = self.state.lock();
+        if st.pending.is_empty() && st.pending.capacity() > 64 {
+            st.pending = VecDeque::new();
+        }
+        if st.control.is_empty() && st.control.capacity() > 64 {
+            st.control = VecDeque::new();
+        }
+    }
+
     /// Handles PUBACK from the client.
     pub fn on_puback(&self, id: PacketId) {
         let freed = self.state.lock().inflight.puback(id);

@@ -1,0 +1,361 @@
+//! Command line: one subcommand per scenario, each taking the common options.
+
+use std::net::IpAddr;
+
+use clap::{Args, Parser, Subcommand};
+use serde::Serialize;
+
+use crate::stamp;
+
+/// Load generator for any MQTT 3.1.1 broker: throughput, loss, latency, connections, churn.
+#[derive(Debug, Parser)]
+#[command(
+    name = "mqtt-bench",
+    version,
+    about,
+    after_help = "Every run is bounded: publishing stops after --duration seconds (or --messages \
+per publisher), then subscribers drain for at most --drain seconds. Exit status: 0 when every \
+connection worked, 1 when one failed (the broker's CONNACK code is printed) or broke during the \
+run, 2 for usage errors."
+)]
+pub struct Cli {
+    /// The scenario to run.
+    #[command(subcommand)]
+    pub scenario: Scenario,
+}
+
+/// The scenarios, each with its own options besides the common ones.
+#[derive(Debug, Subcommand)]
+pub enum Scenario {
+    /// N publishers -> 1 subscriber, on one shared topic or one topic per publisher.
+    FanIn(FanInArgs),
+    /// 1 publisher -> N subscribers of one topic.
+    FanOut(FanOutArgs),
+    /// N publishers, each to its own subscriber on its own topic.
+    Pairs(PairsArgs),
+    /// 1 publisher at a fixed rate -> 1 subscriber: end-to-end latency percentiles.
+    Latency(LatencyArgs),
+    /// Connect rate, then N idle connections held, with the broker's memory per connection.
+    Connections(ConnectionsArgs),
+    /// Subscribe/unsubscribe rate while M other subscriptions exist.
+    Churn(ChurnArgs),
+}
+
+impl Scenario {
+    /// The options every scenario shares.
+    pub fn common(&self) -> &Common {
+        match self {
+            Scenario::FanIn(a) => &a.common,
+            Scenario::FanOut(a) => &a.common,
+            Scenario::Pairs(a) => &a.common,
+            Scenario::Latency(a) => &a.common,
+            Scenario::Connections(a) => &a.common,
+            Scenario::Churn(a) => &a.common,
+        }
+    }
+
+    /// The subcommand's name, as reported.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Scenario::FanIn(_) => "fan-in",
+            Scenario::FanOut(_) => "fan-out",
+            Scenario::Pairs(_) => "pairs",
+            Scenario::Latency(_) => "latency",
+            Scenario::Connections(_) => "connections",
+            Scenario::Churn(_) => "churn",
+        }
+    }
+
+    /// The scenario's options as JSON, echoed in the report (the password is left out).
+    pub fn params(&self) -> serde_json::Value {
+        let value = match self {
+            Scenario::FanIn(a) => serde_json::to_value(a),
+            Scenario::FanOut(a) => serde_json::to_value(a),
+            Scenario::Pairs(a) => serde_json::to_value(a),
+            Scenario::Latency(a) => serde_json::to_value(a),
+            Scenario::Connections(a) => serde_json::to_value(a),
+            Scenario::Churn(a) => serde_json::to_value(a),
+        };
+        value.unwrap_or(serde_json::Value::Null)
+    }
+}
+
+/// Options common to all scenarios.
+#[derive(Debug, Clone, Args, Serialize)]
+pub struct Common {
+    /// Broker host name or IP address.
+    #[arg(long, default_value = "127.0.0.1")]
+    pub host: String,
+    /// Broker TCP port.
+    #[arg(long, default_value_t = 1883)]
+    pub port: u16,
+    /// User name sent in CONNECT.
+    #[arg(long)]
+    pub username: Option<String>,
+    /// Password sent in CONNECT (MQTT 3.1.1 allows it only with a user name).
+    #[arg(long, requires = "username")]
+    #[serde(skip)]
+    pub password: Option<String>,
+    /// QoS of publications and subscriptions (0, 1 or 2).
+    #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u8).range(0..=2))]
+    pub qos: u8,
+    /// Payload size in bytes (at least 16: send time and sequence number).
+    #[arg(long, default_value_t = 64, value_parser = parse_payload)]
+    pub payload: usize,
+    /// Seconds of publishing (or of connecting / churning): a hard stop.
+    #[arg(long, default_value_t = 10.0, value_parser = parse_seconds)]
+    pub duration: f64,
+    /// Messages per publisher (stops earlier than --duration when reached).
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+    pub messages: Option<u64>,
+    /// Messages per second per publisher (open loop). Without it publishers run closed loop,
+    /// as fast as the in-flight window (QoS 1/2) or the socket (QoS 0) allows.
+    #[arg(long, value_parser = parse_rate)]
+    pub rate: Option<f64>,
+    /// QoS 1/2 messages a publisher may have unacknowledged.
+    #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u16).range(1..))]
+    pub inflight: u16,
+    /// Seconds to wait after publishing for outstanding deliveries and acknowledgements
+    /// (ends early once everything expected arrived).
+    #[arg(long, default_value_t = 5.0, value_parser = parse_seconds_or_zero)]
+    pub drain: f64,
+    /// Broker process id: its resident memory and open files are sampled at start and end.
+    #[arg(long)]
+    pub broker_pid: Option<u32>,
+    /// Print the report as JSON on stdout instead of a table.
+    #[arg(long)]
+    pub json: bool,
+    /// No progress line on stderr.
+    #[arg(long, short)]
+    pub quiet: bool,
+    /// Keep-alive sent in CONNECT, in seconds (idle clients send PINGREQ at half of it).
+    #[arg(long, default_value_t = 60)]
+    pub keep_alive: u16,
+    /// Prefix of client identifiers and topics [default: mqtt-bench-<pid>].
+    #[arg(long)]
+    pub client_prefix: Option<String>,
+    /// Local source addresses for client sockets, used round-robin (comma-separated), e.g.
+    /// 127.0.0.1,127.0.0.2: about 28 000 connections fit per source address.
+    #[arg(long, value_delimiter = ',')]
+    pub bind_addrs: Vec<IpAddr>,
+    /// Seconds allowed for one TCP connect + CONNACK, and for each SUBACK during setup.
+    #[arg(long, default_value_t = 10.0, value_parser = parse_seconds)]
+    pub connect_timeout: f64,
+    /// Worker threads of the load generator [default: number of CPUs].
+    #[arg(long, value_parser = clap::value_parser!(u16).range(1..))]
+    pub threads: Option<u16>,
+}
+
+/// `fan-in` options.
+#[derive(Debug, Clone, Args, Serialize)]
+pub struct FanInArgs {
+    /// Common options.
+    #[command(flatten)]
+    #[serde(flatten)]
+    pub common: Common,
+    /// Number of publishers.
+    #[arg(long, default_value_t = 10, value_parser = parse_count)]
+    pub publishers: u32,
+    /// One topic per publisher (the subscriber uses a `+` wildcard) instead of one shared topic.
+    #[arg(long)]
+    pub distinct_topics: bool,
+}
+
+/// `fan-out` options.
+#[derive(Debug, Clone, Args, Serialize)]
+pub struct FanOutArgs {
+    /// Common options.
+    #[command(flatten)]
+    #[serde(flatten)]
+    pub common: Common,
+    /// Number of subscribers of the one topic.
+    #[arg(long, default_value_t = 10, value_parser = parse_count)]
+    pub subscribers: u32,
+}
+
+/// `pairs` options.
+#[derive(Debug, Clone, Args, Serialize)]
+pub struct PairsArgs {
+    /// Common options.
+    #[command(flatten)]
+    #[serde(flatten)]
+    pub common: Common,
+    /// Number of publisher/subscriber pairs.
+    #[arg(long, default_value_t = 10, value_parser = parse_count)]
+    pub pairs: u32,
+}
+
+/// `latency` options (the publish rate is --rate, 1000 msg/s when absent).
+#[derive(Debug, Clone, Args, Serialize)]
+pub struct LatencyArgs {
+    /// Common options.
+    #[command(flatten)]
+    #[serde(flatten)]
+    pub common: Common,
+}
+
+/// The publish rate of the latency scenario when --rate is not given.
+pub const DEFAULT_LATENCY_RATE: f64 = 1000.0;
+
+/// `connections` options.
+#[derive(Debug, Clone, Args, Serialize)]
+pub struct ConnectionsArgs {
+    /// Common options.
+    #[command(flatten)]
+    #[serde(flatten)]
+    pub common: Common,
+    /// Connections to open and hold.
+    #[arg(long, default_value_t = 1000, value_parser = parse_count)]
+    pub connections: u32,
+    /// New connections per second (unlimited when absent; --concurrency still applies).
+    #[arg(long, value_parser = parse_rate)]
+    pub connect_rate: Option<f64>,
+    /// Connection handshakes (TCP + CONNECT/CONNACK) in progress at once. Keep it below the
+    /// broker's listen backlog (128 for tokio/std listeners, 100 for Mosquitto): beyond it the
+    /// kernel drops SYNs and those connects take a 1 s retransmission.
+    #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..))]
+    pub concurrency: u32,
+    /// Seconds to hold the connections idle once all are open.
+    #[arg(long, default_value_t = 5.0, value_parser = parse_seconds_or_zero)]
+    pub hold: f64,
+}
+
+/// `churn` options.
+#[derive(Debug, Clone, Args, Serialize)]
+pub struct ChurnArgs {
+    /// Common options.
+    #[command(flatten)]
+    #[serde(flatten)]
+    pub common: Common,
+    /// Subscriptions that exist during the churn.
+    #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u32).range(0..=16_777_216))]
+    pub subscriptions: u32,
+    /// Clients holding those subscriptions (spread round-robin).
+    #[arg(long, default_value_t = 10, value_parser = parse_count)]
+    pub clients: u32,
+    /// Clients doing subscribe/unsubscribe pairs concurrently, each one at a time.
+    #[arg(long, default_value_t = 1, value_parser = parse_count)]
+    pub churners: u32,
+    /// Retained messages stored first; each churn SUBSCRIBE then matches all of them (`+`),
+    /// so the broker delivers them every time. Cleared at the end.
+    #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u32).range(0..=1_000_000))]
+    pub retained: u32,
+    /// Subscribe/unsubscribe pairs per churner (stops earlier than --duration when reached).
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+    pub ops: Option<u64>,
+}
+
+fn parse_payload(s: &str) -> Result<usize, String> {
+    let n: usize = s.parse().map_err(|e| format!("{e}"))?;
+    // 268 435 455 is the largest remaining length; leave room for the topic and header
+    if !(stamp::STAMP_LEN..=256 * 1024 * 1024).contains(&n) {
+        return Err(format!(
+            "payload must be {} to 268435456 bytes (it carries a {}-byte timestamp and sequence)",
+            stamp::STAMP_LEN,
+            stamp::STAMP_LEN
+        ));
+    }
+    Ok(n)
+}
+
+fn parse_seconds(s: &str) -> Result<f64, String> {
+    let v = parse_seconds_or_zero(s)?;
+    if v <= 0.0 {
+        return Err("must be more than 0 seconds".into());
+    }
+    Ok(v)
+}
+
+fn parse_seconds_or_zero(s: &str) -> Result<f64, String> {
+    let v: f64 = s.parse().map_err(|e| format!("{e}"))?;
+    if !v.is_finite() || !(0.0..=31_536_000.0).contains(&v) {
+        return Err("must be 0 to 31536000 seconds".into());
+    }
+    Ok(v)
+}
+
+fn parse_rate(s: &str) -> Result<f64, String> {
+    let v: f64 = s.parse().map_err(|e| format!("{e}"))?;
+    if !v.is_finite() || v <= 0.0 || v > 1e9 {
+        return Err("must be more than 0 and at most 1e9 per second".into());
+    }
+    Ok(v)
+}
+
+/// A count of clients: 1 up to the number of publishers a sequence number can name.
+fn parse_count(s: &str) -> Result<u32, String> {
+    let n: u32 = s.parse().map_err(|e| format!("{e}"))?;
+    if n == 0 || n > stamp::MAX_PUBLISHERS {
+        return Err(format!("must be 1 to {}", stamp::MAX_PUBLISHERS));
+    }
+    Ok(n)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cli_is_consistent() {
+        use clap::CommandFactory;
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn parses_common_options_after_the_subcommand() {
+        let cli = Cli::try_parse_from([
+            "mqtt-bench",
+            "fan-in",
+            "--publishers",
+            "3",
+            "--qos",
+            "2",
+            "--bind-addrs",
+            "127.0.0.1,127.0.0.2",
+            "--rate",
+            "100",
+        ]);
+        let Ok(cli) = cli else {
+            panic!("parse failed: {cli:?}");
+        };
+        let Scenario::FanIn(a) = &cli.scenario else {
+            panic!("wrong scenario");
+        };
+        assert_eq!(a.publishers, 3);
+        assert_eq!(a.common.qos, 2);
+        assert_eq!(a.common.bind_addrs.len(), 2);
+        assert_eq!(a.common.rate, Some(100.0));
+        assert_eq!(cli.scenario.name(), "fan-in");
+    }
+
+    #[test]
+    fn rejects_small_payload_qos3_and_password_alone() {
+        for args in [
+            ["mqtt-bench", "pairs", "--payload", "15"],
+            ["mqtt-bench", "pairs", "--qos", "3"],
+            ["mqtt-bench", "pairs", "--password", "x"],
+            ["mqtt-bench", "pairs", "--rate", "0"],
+            ["mqtt-bench", "pairs", "--pairs", "0"],
+        ] {
+            assert!(Cli::try_parse_from(args).is_err(), "{args:?} accepted");
+        }
+    }
+
+    #[test]
+    fn params_leave_the_password_out() {
+        let cli = Cli::try_parse_from([
+            "mqtt-bench",
+            "latency",
+            "--username",
+            "u",
+            "--password",
+            "secret",
+        ]);
+        let Ok(cli) = cli else {
+            panic!("parse failed");
+        };
+        let params = cli.scenario.params().to_string();
+        assert!(params.contains("\"username\":\"u\""), "{params}");
+        assert!(!params.contains("secret"), "{params}");
+    }
+}
