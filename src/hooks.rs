@@ -151,7 +151,11 @@ impl Hooks for NoHooks {}
 /// Hooks shared with the application (to read state they collect, for example).
 #[async_trait]
 impl<T: Hooks + ?Sized> Hooks for std::sync::Arc<T> {
-    async fn on_connect(&self, request: &ConnectRequest<'_>, builtin: ConnectDecision) -> ConnectDecision {
+    async fn on_connect(
+        &self,
+        request: &ConnectRequest<'_>,
+        builtin: ConnectDecision,
+    ) -> ConnectDecision {
         (**self).on_connect(request, builtin).await
     }
     fn on_connected(&self, client: &ClientInfo) {

@@ -9,22 +9,38 @@ use async_trait::async_trait;
 use common::*;
 use mqtt_server::codec::{Packet, QoS};
 use mqtt_server::{
-    Broker, BrokerError, ClientInfo, ConnectDecision, ConnectRequest, Decision, DisconnectReason, Hooks, PublishDraft,
+    Broker, BrokerError, ClientInfo, ConnectDecision, ConnectRequest, Decision, DisconnectReason,
+    Hooks, PublishDraft,
 };
 
 #[tokio::test]
 async fn in_process_client_exchanges_messages_with_network_clients() {
     let b = TestBroker::start().await;
     let app = b.broker.local_client("app");
-    app.subscribe("to-app/#", QoS::AtLeastOnce).expect("valid filter");
+    app.subscribe("to-app/#", QoS::AtLeastOnce)
+        .expect("valid filter");
     let mut net = RawClient::connect(b.addr, "net").await;
     net.subscribe(1, &[("from-app", QoS::AtLeastOnce)]).await;
 
-    net.send(publish("to-app/x", "hello app", QoS::AtLeastOnce, false, Some(1))).await;
-    let got = tokio::time::timeout(WAIT, app.recv()).await.expect("in time").expect("message");
-    assert_eq!((&*got.topic, &got.payload[..], got.qos), ("to-app/x", &b"hello app"[..], QoS::AtLeastOnce));
+    net.send(publish(
+        "to-app/x",
+        "hello app",
+        QoS::AtLeastOnce,
+        false,
+        Some(1),
+    ))
+    .await;
+    let got = tokio::time::timeout(WAIT, app.recv())
+        .await
+        .expect("in time")
+        .expect("message");
+    assert_eq!(
+        (&*got.topic, &got.payload[..], got.qos),
+        ("to-app/x", &b"hello app"[..], QoS::AtLeastOnce)
+    );
 
-    app.publish("from-app", "hello net", QoS::AtLeastOnce, false).expect("valid topic");
+    app.publish("from-app", "hello net", QoS::AtLeastOnce, false)
+        .expect("valid topic");
     let mut seen = None;
     for _ in 0..2 {
         match net.recv().await {
@@ -35,8 +51,14 @@ async fn in_process_client_exchanges_messages_with_network_clients() {
     }
     assert_eq!(&seen.expect("publish").payload[..], b"hello net");
 
-    assert!(app.publish("bad/+", "x", QoS::AtMostOnce, false).is_err(), "wildcards refused in a topic name");
-    assert!(app.subscribe("a/#/b", QoS::AtMostOnce).is_err(), "misplaced # refused");
+    assert!(
+        app.publish("bad/+", "x", QoS::AtMostOnce, false).is_err(),
+        "wildcards refused in a topic name"
+    );
+    assert!(
+        app.subscribe("a/#/b", QoS::AtMostOnce).is_err(),
+        "misplaced # refused"
+    );
     b.stop().await;
 }
 
@@ -44,10 +66,14 @@ async fn in_process_client_exchanges_messages_with_network_clients() {
 async fn in_process_client_gets_retained_and_ends_its_session_on_drop() {
     let b = TestBroker::start().await;
     let writer = b.broker.local_client("writer");
-    writer.publish("state/door", "open", QoS::AtLeastOnce, true).expect("valid");
+    writer
+        .publish("state/door", "open", QoS::AtLeastOnce, true)
+        .expect("valid");
     let reader = b.broker.local_client("reader");
     reader.subscribe("state/+", QoS::AtMostOnce).expect("valid");
-    let m = reader.try_recv().expect("retained message queued at subscribe");
+    let m = reader
+        .try_recv()
+        .expect("retained message queued at subscribe");
     assert!(m.retain);
     assert_eq!(m.qos, QoS::AtMostOnce);
     assert_eq!(b.broker.subscription_count(), 1);
@@ -64,8 +90,16 @@ struct TestHooks {
 
 #[async_trait]
 impl Hooks for TestHooks {
-    async fn on_connect(&self, req: &ConnectRequest<'_>, builtin: ConnectDecision) -> ConnectDecision {
-        if req.client_id.starts_with("banned") { ConnectDecision::NotAuthorized } else { builtin }
+    async fn on_connect(
+        &self,
+        req: &ConnectRequest<'_>,
+        builtin: ConnectDecision,
+    ) -> ConnectDecision {
+        if req.client_id.starts_with("banned") {
+            ConnectDecision::NotAuthorized
+        } else {
+            builtin
+        }
     }
     fn on_publish(&self, _client: &ClientInfo, publish: &mut PublishDraft) -> Decision {
         if publish.topic.starts_with("secret/") {
@@ -95,24 +129,48 @@ async fn hooks_decide_on_connect_publish_and_subscribe() {
     let b = TestBroker::start_with_hooks(test_config(), hooks.clone()).await;
 
     let mut banned = RawClient::open(b.addr).await;
-    banned.send(Packet::Connect(Box::new(connect_packet("banned-1", true, 30)))).await;
+    banned
+        .send(Packet::Connect(Box::new(connect_packet(
+            "banned-1", true, 30,
+        ))))
+        .await;
     assert!(matches!(banned.recv().await, Some(Packet::ConnAck(a)) if a.code == 0x05));
 
     let mut sub = RawClient::connect(b.addr, "sub").await;
-    let codes = sub.subscribe(1, &[("admin/x", QoS::AtMostOnce), ("#", QoS::ExactlyOnce)]).await;
-    assert_eq!(codes, vec![0x80, 0x01], "denied filter gets 0x80; QoS lowered by the hook");
+    let codes = sub
+        .subscribe(1, &[("admin/x", QoS::AtMostOnce), ("#", QoS::ExactlyOnce)])
+        .await;
+    assert_eq!(
+        codes,
+        vec![0x80, 0x01],
+        "denied filter gets 0x80; QoS lowered by the hook"
+    );
 
     let mut publ = RawClient::connect(b.addr, "pub").await;
-    publ.send(publish("secret/plan", "x", QoS::AtLeastOnce, false, Some(1))).await;
+    publ.send(publish(
+        "secret/plan",
+        "x",
+        QoS::AtLeastOnce,
+        false,
+        Some(1),
+    ))
+    .await;
     // [MQTT-3.3.5-2] a refused PUBLISH is still acknowledged.
     assert!(matches!(publ.recv().await, Some(Packet::PubAck(_))));
-    publ.send(publish("rewrite/me", "orig", QoS::AtMostOnce, false, None)).await;
+    publ.send(publish("rewrite/me", "orig", QoS::AtMostOnce, false, None))
+        .await;
     let p = sub.recv_publish().await;
     assert_eq!((&*p.topic, &p.payload[..]), ("rewritten", &b"changed"[..]));
-    assert!(sub.ping_barrier().await.is_empty(), "the denied message was delivered");
+    assert!(
+        sub.ping_barrier().await.is_empty(),
+        "the denied message was delivered"
+    );
 
     publ.disconnect().await;
-    wait_until("on_disconnect called", || hooks.disconnects.load(Ordering::SeqCst) >= 1).await;
+    wait_until("on_disconnect called", || {
+        hooks.disconnects.load(Ordering::SeqCst) >= 1
+    })
+    .await;
     b.stop().await;
 }
 
@@ -128,9 +186,15 @@ async fn shutdown_closes_clients_and_start_reports_busy_ports() {
         Err(BrokerError::Bind { addr, .. }) => assert_eq!(addr, b.addr),
         other => panic!("expected a bind error, got {other:?}"),
     }
-    assert!(matches!(b.broker.start().await, Err(BrokerError::AlreadyStarted)));
+    assert!(matches!(
+        b.broker.start().await,
+        Err(BrokerError::AlreadyStarted)
+    ));
 
     b.broker.shutdown().await;
     c.expect_closed().await;
-    assert!(tokio::net::TcpStream::connect(b.addr).await.is_err(), "listener closed");
+    assert!(
+        tokio::net::TcpStream::connect(b.addr).await.is_err(),
+        "listener closed"
+    );
 }

@@ -92,7 +92,10 @@ fn load(args: &Args) -> Result<Config, String> {
         .map_or_else(|| "<command line>".to_string(), |p| p.display().to_string());
     config.validate(&origin).map_err(|e| e.to_string())?;
     if let Err(e) = tracing_subscriber::EnvFilter::try_new(&config.log_level) {
-        return Err(format!("{origin}: key 'log_level': '{}' is not a log level or filter: {e}", config.log_level));
+        return Err(format!(
+            "{origin}: key 'log_level': '{}' is not a log level or filter: {e}",
+            config.log_level
+        ));
     }
     Ok(config)
 }

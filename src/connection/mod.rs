@@ -129,7 +129,12 @@ async fn serve<R, W>(
         // expiry, aliases, flow control) arrive with issue 4: refuse cleanly until then
         // rather than half-serve a 5.0 client. 0x84 = Unsupported Protocol Version.
         Metrics::inc(&core.metrics.connections_refused);
-        send_refusal(&mut writer, handshake::unsupported_version_code(Some(version)), version).await;
+        send_refusal(
+            &mut writer,
+            handshake::unsupported_version_code(Some(version)),
+            version,
+        )
+        .await;
         return;
     }
     let (client_id, _assigned) = match handshake::client_id(&core, &connect) {
@@ -232,7 +237,16 @@ async fn serve<R, W>(
             write_failed: &failed,
             written: &written,
         };
-        let reason = read_loop(&core, &mut handler, &mut reader, &mut buf, version, keep_alive, signals).await;
+        let reason = read_loop(
+            &core,
+            &mut handler,
+            &mut reader,
+            &mut buf,
+            version,
+            keep_alive,
+            signals,
+        )
+        .await;
         if reason == DisconnectReason::ClientDisconnect {
             // [MQTT-3.14.4-3] DISCONNECT discards the will without publishing it.
             will = None;
