@@ -230,6 +230,39 @@ impl RawClient {
         }
     }
 
+    /// Proves that no PUBLISH is waiting for this client: subscribes to a fresh marker topic,
+    /// has an in-process client publish to it, and requires the marker to be the next PUBLISH.
+    /// (A PINGRESP proves nothing here: control packets overtake queued messages.) Other
+    /// packets (acks) are allowed through.
+    pub async fn assert_no_publish(&mut self, broker: &Broker) {
+        use std::sync::atomic::{AtomicU32, Ordering};
+        static NEXT: AtomicU32 = AtomicU32::new(0);
+        let marker = format!("$marker/{}", NEXT.fetch_add(1, Ordering::Relaxed));
+        self.send(subscribe(65_000, &[(marker.as_str(), QoS::AtMostOnce)]))
+            .await;
+        let local = broker.local_client(&format!("marker-publisher-{marker}"));
+        let mut subscribed = false;
+        loop {
+            match self.recv().await {
+                Some(Packet::SubAck(a)) if a.packet_id == pid(65_000) && !subscribed => {
+                    subscribed = true;
+                    local
+                        .publish(&marker, "marker", QoS::AtMostOnce, false)
+                        .expect("marker topic");
+                }
+                Some(Packet::Publish(p)) if *p.topic == *marker => break,
+                Some(Packet::Publish(p)) => panic!("unexpected PUBLISH before the marker: {p:?}"),
+                Some(_) => {}
+                None => panic!("connection closed while checking for stray PUBLISHes"),
+            }
+        }
+        self.send(unsubscribe(65_000, &[marker.as_str()])).await;
+        match self.recv().await {
+            Some(Packet::UnsubAck(_)) => {}
+            other => panic!("expected UNSUBACK for the marker, got {other:?}"),
+        }
+    }
+
     /// Waits for the broker to close the connection, allowing any packets before it.
     pub async fn expect_closed(&mut self) {
         let deadline = tokio::time::Instant::now() + WAIT;
