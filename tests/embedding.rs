@@ -195,3 +195,34 @@ async fn shutdown_closes_clients_and_start_reports_busy_ports() {
         "listener closed"
     );
 }
+
+struct StuckAuth;
+
+#[async_trait]
+impl Hooks for StuckAuth {
+    async fn on_connect(
+        &self,
+        _req: &ConnectRequest<'_>,
+        _builtin: ConnectDecision,
+    ) -> ConnectDecision {
+        std::future::pending().await
+    }
+}
+
+#[tokio::test]
+async fn an_authentication_hook_that_never_answers_is_bounded_by_the_connect_timeout() {
+    let mut config = test_config();
+    config.limits.connect_timeout_secs = 1;
+    let b = TestBroker::start_with_hooks(config, StuckAuth).await;
+    let mut c = RawClient::open(b.addr).await;
+    c.send(Packet::Connect(Box::new(connect_packet(
+        "patient", true, 30,
+    ))))
+    .await;
+    match c.recv().await {
+        Some(Packet::ConnAck(a)) => assert_eq!(a.code, 0x05, "refused as not authorized"),
+        other => panic!("expected CONNACK 0x05, got {other:?}"),
+    }
+    c.expect_closed().await;
+    b.stop().await;
+}

@@ -58,7 +58,9 @@ pub(crate) async fn run<R, W>(
     let first = tokio::select! {
         biased;
         _ = core.shutdown.cancelled() => return,
-        r = tokio::time::timeout_at(deadline, read_packet(&mut reader, &mut buf, ProtocolVersion::V3_1_1, max_packet)) => r,
+        // Boxed, like every other short-lived await of the handshake: an established
+        // connection's task then does not carry their state for its whole life.
+        r = Box::pin(tokio::time::timeout_at(deadline, read_packet(&mut reader, &mut buf, ProtocolVersion::V3_1_1, max_packet))) => r,
     };
     let connect = match first {
         Err(_elapsed) => {
@@ -76,7 +78,7 @@ pub(crate) async fn run<R, W>(
                 // [MQTT-3.1.2-2] unsupported protocol level: CONNACK 0x01, then close.
                 let version = (level == 5).then_some(ProtocolVersion::V5);
                 let code = handshake::unsupported_version_code(version);
-                send_refusal(&mut writer, code, ProtocolVersion::V3_1_1).await;
+                Box::pin(send_refusal(&mut writer, code, ProtocolVersion::V3_1_1)).await;
             }
             return;
         }
@@ -129,11 +131,11 @@ async fn serve<R, W>(
         // expiry, aliases, flow control) arrive with issue 4: refuse cleanly until then
         // rather than half-serve a 5.0 client. 0x84 = Unsupported Protocol Version.
         Metrics::inc(&core.metrics.connections_refused);
-        send_refusal(
+        Box::pin(send_refusal(
             &mut writer,
             handshake::unsupported_version_code(Some(version)),
             version,
-        )
+        ))
         .await;
         return;
     }
@@ -141,25 +143,38 @@ async fn serve<R, W>(
         Ok(id) => id,
         Err(decision) => {
             Metrics::inc(&core.metrics.connections_refused);
-            send_refusal(
+            Box::pin(send_refusal(
                 &mut writer,
                 handshake::refusal_code(decision, version),
                 version,
-            )
+            ))
             .await;
             return;
         }
     };
-    let decision =
-        handshake::authenticate(&core, &listener, &connect, &client_id, remote_addr).await;
+    // The application's on_connect hook may await (a user-store lookup): it is bounded by the
+    // connect timeout too.
+    let auth = handshake::authenticate(&core, &listener, &connect, &client_id, remote_addr);
+    let decision = match Box::pin(tokio::time::timeout(
+        core.config.limits.connect_timeout(),
+        auth,
+    ))
+    .await
+    {
+        Ok(decision) => decision,
+        Err(_) => {
+            tracing::warn!(%client_id, ?remote_addr, "authentication did not finish within the connect timeout");
+            ConnectDecision::NotAuthorized
+        }
+    };
     if decision != ConnectDecision::Accept {
         Metrics::inc(&core.metrics.connections_refused);
         tracing::info!(%client_id, ?remote_addr, ?decision, "connection refused");
-        send_refusal(
+        Box::pin(send_refusal(
             &mut writer,
             handshake::refusal_code(decision, version),
             version,
-        )
+        ))
         .await;
         return;
     }
@@ -252,7 +267,7 @@ async fn serve<R, W>(
             will = None;
         }
         cancel.cancel();
-        let _ = tokio::time::timeout(WRITER_GRACE, writer_task).await;
+        let _ = Box::pin(tokio::time::timeout(WRITER_GRACE, writer_task)).await;
         reason
     } else {
         DisconnectReason::NetworkError

@@ -6,23 +6,26 @@
 //! until everything expected arrived or `--drain` ran out.
 
 use std::ops::Range;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytestring::ByteString;
 use tokio_util::sync::CancellationToken;
 
 use crate::ctx::{BenchError, ClientSpec, Ctx, connect_all};
+use crate::proc::ProcSample;
 use crate::progress::{Kind, Progress};
 use crate::publisher::{self, PubParams, PubResult};
 use crate::report::{BrokerProcess, MessageStats, Report, per_second, secs};
-use crate::stats::{Latency, Live};
-use crate::subscriber::{self, SubResult};
+use crate::stats::LatencySummary;
+use crate::stats::{Live, SharedLatency};
+use crate::subscriber::{self, Sinks, SubResult};
 
 /// Delay between the end of setup and the first publish, so all publishers start together.
 const START_DELAY: Duration = Duration::from_millis(20);
 
-/// More subscribers than this get 2-digit latency histograms instead of 3 (memory).
-const MANY_SUBSCRIBERS: usize = 100;
+/// Latency histograms the subscribers share (each behind a mutex).
+const LATENCY_STRIPES: usize = 16;
 
 /// Error messages kept in the report.
 const MAX_ERROR_MESSAGES: usize = 5;
@@ -95,17 +98,21 @@ pub async fn run(ctx: &Ctx, topo: Topology) -> Result<Report, BenchError> {
     };
 
     let stop = CancellationToken::new();
-    let sigfig = if n_sub > MANY_SUBSCRIBERS { 2 } else { 3 };
+    let sinks = Sinks {
+        origin: ctx.origin,
+        live: ctx.live.clone(),
+        latency: Arc::new(SharedLatency::new(LATENCY_STRIPES.min(n_sub))),
+    };
     let sub_tasks: Vec<_> = sub_conns
         .into_iter()
         .zip(&topo.subscribers)
-        .map(|(conn, spec)| {
+        .enumerate()
+        .map(|(i, (conn, spec))| {
             tokio::spawn(subscriber::run(
                 conn,
+                i,
                 spec.publishers.clone(),
-                ctx.origin,
-                sigfig,
-                ctx.live.clone(),
+                sinks.clone(),
                 stop.clone(),
             ))
         })
@@ -154,7 +161,6 @@ pub async fn run(ctx: &Ctx, topo: Topology) -> Result<Report, BenchError> {
                     out_of_order: 0,
                     foreign: 0,
                     last_ns: None,
-                    latency: Latency::new(sigfig),
                     error: Some(format!("subscriber task failed: {e}")),
                 });
             }
@@ -162,14 +168,15 @@ pub async fn run(ctx: &Ctx, topo: Topology) -> Result<Report, BenchError> {
     }
     progress.finish().await;
 
+    let latency = sinks.latency.merged();
     Ok(build_report(
         ctx,
         &topo,
         &pubs,
         &subs,
         expected,
-        broker_start,
-        broker_end,
+        latency.summary(),
+        (broker_start, broker_end),
     ))
 }
 
@@ -192,8 +199,8 @@ fn build_report(
     pubs: &[PubResult],
     subs: &[SubResult],
     expected: u64,
-    broker_start: Option<crate::proc::ProcSample>,
-    broker_end: Option<crate::proc::ProcSample>,
+    latency: Option<LatencySummary>,
+    (broker_start, broker_end): (Option<ProcSample>, Option<ProcSample>),
 ) -> Report {
     let sent: u64 = pubs.iter().map(|p| p.sent).sum();
     let acked: u64 = pubs.iter().map(|p| p.acked).sum();
@@ -210,10 +217,6 @@ fn build_report(
         (Some(a), Some(b)) => b.saturating_sub(a),
         _ => 0,
     };
-    let mut latency = Latency::new(if subs.len() > MANY_SUBSCRIBERS { 2 } else { 3 });
-    for s in subs {
-        latency.merge(&s.latency);
-    }
     let soft: u64 = pubs.iter().map(|p| p.soft_errors).sum();
     let foreign: u64 = subs.iter().map(|s| s.foreign).sum();
     let mut error_messages: Vec<String> = Vec::new();
@@ -277,7 +280,7 @@ fn build_report(
             delivered_per_s: per_second(delivered, delivery_window as f64 / 1e9),
             max_schedule_lag_ms: max_lag.map(|ms| (ms * 1000.0).round() / 1000.0),
         }),
-        latency_us: latency.summary(),
+        latency_us: latency,
         connections: None,
         churn: None,
         broker_process: broker_process(ctx, broker_start, None, broker_end),
@@ -287,9 +290,9 @@ fn build_report(
 /// The broker section from its samples, when `--broker-pid` was given.
 pub fn broker_process(
     ctx: &Ctx,
-    start: Option<crate::proc::ProcSample>,
-    connected: Option<crate::proc::ProcSample>,
-    end: Option<crate::proc::ProcSample>,
+    start: Option<ProcSample>,
+    connected: Option<ProcSample>,
+    end: Option<ProcSample>,
 ) -> Option<BrokerProcess> {
     Some(BrokerProcess {
         pid: ctx.common.broker_pid?,

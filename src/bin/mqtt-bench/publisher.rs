@@ -99,7 +99,15 @@ async fn publish_loop(
     } else {
         u64::from(p.inflight)
     };
-    let mut slots = vec![Slot::Free; usize::from(u16::MAX) + 1];
+    // Packet ids cycle through 1..=id_space: four times the window, so that an id comes round
+    // again only long after its acknowledgement (a broker may ack out of order), and the
+    // table stays small when there are thousands of publishers.
+    let id_space = if p.qos == QoS::AtMostOnce {
+        0
+    } else {
+        p.inflight.saturating_mul(4)
+    };
+    let mut slots = vec![Slot::Free; usize::from(id_space) + 1];
     let mut next_id: u16 = 1;
     let mut outstanding: u64 = 0;
     let mut packet = Packet::Publish(Publish {
@@ -150,7 +158,7 @@ async fn publish_loop(
                     }
                     *slot = Slot::AwaitAck;
                     let id = NonZeroU16::new(next_id);
-                    next_id = next_id.checked_add(1).unwrap_or(1);
+                    next_id = if next_id >= id_space { 1 } else { next_id + 1 };
                     id
                 };
                 if let Packet::Publish(publish) = &mut packet {

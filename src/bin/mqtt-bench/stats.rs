@@ -99,6 +99,46 @@ impl Latency {
     }
 }
 
+/// Latency histograms written by many tasks: a few stripes, each behind a mutex, so that
+/// thousands of subscribers share a bounded amount of memory. Tasks record whole batches.
+#[derive(Debug)]
+pub struct SharedLatency {
+    stripes: Vec<parking_lot::Mutex<Latency>>,
+}
+
+impl SharedLatency {
+    /// `stripes` histograms (at least one) of 3 significant digits.
+    pub fn new(stripes: usize) -> SharedLatency {
+        SharedLatency {
+            stripes: (0..stripes.max(1))
+                .map(|_| parking_lot::Mutex::new(Latency::new(3)))
+                .collect(),
+        }
+    }
+
+    /// Records latencies in nanoseconds into the stripe of task `key`.
+    pub fn record_batch(&self, key: usize, values_ns: &[u64]) {
+        if values_ns.is_empty() {
+            return;
+        }
+        if let Some(stripe) = self.stripes.get(key % self.stripes.len()) {
+            let mut hist = stripe.lock();
+            for &ns in values_ns {
+                hist.record_ns(ns);
+            }
+        }
+    }
+
+    /// All stripes merged.
+    pub fn merged(&self) -> Latency {
+        let mut all = Latency::new(3);
+        for stripe in &self.stripes {
+            all.merge(&stripe.lock());
+        }
+        all
+    }
+}
+
 /// Latency percentiles in microseconds.
 #[derive(Debug, Clone, Copy, Serialize, PartialEq)]
 pub struct LatencySummary {
@@ -151,5 +191,20 @@ mod tests {
         assert_eq!(a.summary().map(|s| s.min), Some(1));
         assert!(a.quantile(1.0) >= MAX_TRACKABLE_US * 99 / 100);
         assert_eq!(Latency::new(3).summary(), None);
+    }
+
+    #[test]
+    fn shared_latency_merges_its_stripes() {
+        let shared = SharedLatency::new(4);
+        for key in 0..10 {
+            shared.record_batch(key, &[1_000, 2_000]);
+        }
+        shared.record_batch(3, &[]);
+        let all = shared.merged();
+        assert_eq!(
+            all.summary().map(|s| (s.count, s.min, s.max)),
+            Some((20, 1, 2))
+        );
+        assert_eq!(SharedLatency::new(0).merged().summary(), None);
     }
 }

@@ -10,7 +10,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::client::{ClientError, Conn, sleep_until_opt};
 use crate::stamp;
-use crate::stats::{Latency, Live};
+use crate::stats::{Live, SharedLatency};
 use crate::tracker::{Arrival, SeqTracker};
 
 /// What one subscriber saw.
@@ -26,38 +26,46 @@ pub struct SubResult {
     pub foreign: u64,
     /// Last delivery, ns since the origin.
     pub last_ns: Option<u64>,
-    /// End-to-end latency of first copies.
-    pub latency: Latency,
     /// The error that ended it early, if any.
     pub error: Option<String>,
 }
 
-/// Receives until `stop` is cancelled. `publishers` are the publisher indexes whose messages
-/// this subscriber expects; `sigfig` is the latency histogram's precision.
+/// Where a subscriber records what it sees.
+#[derive(Debug, Clone)]
+pub struct Sinks {
+    /// The run's time origin (stamps count from it).
+    pub origin: Instant,
+    /// Live counters.
+    pub live: Arc<Live>,
+    /// End-to-end latency of first copies.
+    pub latency: Arc<SharedLatency>,
+}
+
+/// Receives until `stop` is cancelled. Subscriber `index` expects every message of the
+/// publishers in `publishers`.
 pub async fn run(
     mut conn: Conn,
+    index: usize,
     publishers: Range<u32>,
-    origin: Instant,
-    sigfig: u8,
-    live: Arc<Live>,
+    sinks: Sinks,
     stop: CancellationToken,
 ) -> SubResult {
     let mut state = State {
         first: publishers.start,
         trackers: Vec::new(),
+        batch: Vec::new(),
         result: SubResult {
             unique: 0,
             duplicates: 0,
             out_of_order: 0,
             foreign: 0,
             last_ns: None,
-            latency: Latency::new(sigfig),
             error: None,
         },
     };
     state.trackers.resize_with(publishers.len(), || None);
-    if let Err(e) = receive_loop(&mut conn, &mut state, origin, &live, &stop).await {
-        Live::add(&live.errors, 1);
+    if let Err(e) = receive_loop(&mut conn, &mut state, index, &sinks, &stop).await {
+        Live::add(&sinks.live.errors, 1);
         state.result.error = Some(e.to_string());
     }
     for t in state.trackers.iter().flatten() {
@@ -73,14 +81,16 @@ struct State {
     first: u32,
     /// One tracker per expected publisher, created on its first message.
     trackers: Vec<Option<SeqTracker>>,
+    /// Latencies (ns) of the current read, recorded together.
+    batch: Vec<u64>,
     result: SubResult,
 }
 
 async fn receive_loop(
     conn: &mut Conn,
     s: &mut State,
-    origin: Instant,
-    live: &Live,
+    index: usize,
+    sinks: &Sinks,
     stop: &CancellationToken,
 ) -> Result<(), ClientError> {
     loop {
@@ -98,7 +108,7 @@ async fn receive_loop(
             continue;
         }
         // every packet of one read arrived together: one clock reading serves them all
-        let now_ns = u64::try_from(origin.elapsed().as_nanos()).unwrap_or(u64::MAX);
+        let now_ns = u64::try_from(sinks.origin.elapsed().as_nanos()).unwrap_or(u64::MAX);
         let mut new = 0;
         while let Some(packet) = conn.next_packet()? {
             match packet {
@@ -116,7 +126,9 @@ async fn receive_loop(
         }
         if new > 0 {
             s.result.last_ns = Some(now_ns);
-            Live::add(&live.delivered, new);
+            Live::add(&sinks.live.delivered, new);
+            sinks.latency.record_batch(index, &s.batch);
+            s.batch.clear();
         }
         conn.try_flush()?;
     }
@@ -139,9 +151,7 @@ impl State {
         };
         let tracker = slot.get_or_insert_with(SeqTracker::default);
         if tracker.record(st.seq) == Arrival::New {
-            self.result
-                .latency
-                .record_ns(now_ns.saturating_sub(st.sent_ns));
+            self.batch.push(now_ns.saturating_sub(st.sent_ns));
             true
         } else {
             false
