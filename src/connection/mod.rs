@@ -96,6 +96,18 @@ pub(crate) async fn run<R, W>(
     serve(core, listener, reader, writer, buf, *connect, remote_addr).await;
 }
 
+/// Counts a refused connection and answers it with CONNACK `code`. Boxed: an established
+/// connection's task must not carry the size of this rarely taken path.
+async fn refuse<W: AsyncWrite + Unpin>(
+    core: &BrokerCore,
+    writer: &mut W,
+    code: u8,
+    version: ProtocolVersion,
+) {
+    Metrics::inc(&core.metrics.connections_refused);
+    Box::pin(send_refusal(writer, code, version)).await;
+}
+
 /// Writes a refusing CONNACK (Session Present 0, [MQTT-3.2.2-4]) and closes ([MQTT-3.2.2-5]).
 async fn send_refusal<W: AsyncWrite + Unpin>(writer: &mut W, code: u8, version: ProtocolVersion) {
     let mut out = BytesMut::new();
@@ -130,26 +142,14 @@ async fn serve<R, W>(
         // The codec speaks MQTT 5, but the session semantics (reason codes, properties,
         // expiry, aliases, flow control) arrive with issue 4: refuse cleanly until then
         // rather than half-serve a 5.0 client. 0x84 = Unsupported Protocol Version.
-        Metrics::inc(&core.metrics.connections_refused);
-        Box::pin(send_refusal(
-            &mut writer,
-            handshake::unsupported_version_code(Some(version)),
-            version,
-        ))
-        .await;
-        return;
+        let code = handshake::unsupported_version_code(Some(version));
+        return refuse(&core, &mut writer, code, version).await;
     }
     let (client_id, _assigned) = match handshake::client_id(&core, &connect) {
         Ok(id) => id,
         Err(decision) => {
-            Metrics::inc(&core.metrics.connections_refused);
-            Box::pin(send_refusal(
-                &mut writer,
-                handshake::refusal_code(decision, version),
-                version,
-            ))
-            .await;
-            return;
+            let code = handshake::refusal_code(decision, version);
+            return refuse(&core, &mut writer, code, version).await;
         }
     };
     // The application's on_connect hook may await (a user-store lookup): it is bounded by the
@@ -168,15 +168,9 @@ async fn serve<R, W>(
         }
     };
     if decision != ConnectDecision::Accept {
-        Metrics::inc(&core.metrics.connections_refused);
         tracing::info!(%client_id, ?remote_addr, ?decision, "connection refused");
-        Box::pin(send_refusal(
-            &mut writer,
-            handshake::refusal_code(decision, version),
-            version,
-        ))
-        .await;
-        return;
+        let code = handshake::refusal_code(decision, version);
+        return refuse(&core, &mut writer, code, version).await;
     }
 
     let conn_id = core.next_connection_id();
