@@ -12,7 +12,6 @@ use crate::stamp;
 #[command(
     name = "mqtt-bench",
     version,
-    about,
     after_help = "Every run is bounded: publishing stops after --duration seconds (or --messages \
 per publisher), then subscribers drain for at most --drain seconds. Exit status: 0 when every \
 connection worked, 1 when one failed (the broker's CONNACK code is printed) or broke during the \
@@ -112,7 +111,9 @@ pub struct Common {
     /// as fast as the in-flight window (QoS 1/2) or the socket (QoS 0) allows.
     #[arg(long, value_parser = parse_rate)]
     pub rate: Option<f64>,
-    /// QoS 1/2 messages a publisher may have unacknowledged.
+    /// QoS 1/2 messages a publisher may have unacknowledged. Mosquitto 2.0 (default
+    /// max_inflight_messages 20) silently discards incoming QoS 2 messages beyond 20 in flight
+    /// from a 3.1.1 client: use --inflight 20 or less against it at QoS 2.
     #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u16).range(1..))]
     pub inflight: u16,
     /// Seconds to wait after publishing for outstanding deliveries and acknowledgements
@@ -131,7 +132,7 @@ pub struct Common {
     /// Keep-alive sent in CONNECT, in seconds (idle clients send PINGREQ at half of it).
     #[arg(long, default_value_t = 60)]
     pub keep_alive: u16,
-    /// Prefix of client identifiers and topics [default: mqtt-bench-<pid>].
+    /// Prefix of client identifiers and topics [default: mb-<pid>].
     #[arg(long)]
     pub client_prefix: Option<String>,
     /// Local source addresses for client sockets, used round-robin (comma-separated), e.g.

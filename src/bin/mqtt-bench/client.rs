@@ -30,8 +30,12 @@ pub const VERSION: ProtocolVersion = ProtocolVersion::V3_1_1;
 /// Largest packet accepted from the broker: the MQTT maximum (2.2.3) plus its fixed header.
 const MAX_PACKET: usize = 268_435_455 + 5;
 
-/// Bytes reserved in the read buffer before each read.
-const READ_CHUNK: usize = 64 * 1024;
+/// Bytes reserved in the read buffer before a read, at first: small, so that thousands of
+/// idle connections cost little.
+const MIN_READ_CHUNK: usize = 512;
+
+/// The most the read reservation grows to on a busy connection.
+const MAX_READ_CHUNK: usize = 64 * 1024;
 
 /// Why a connection failed.
 #[derive(Debug, Error)]
@@ -167,8 +171,9 @@ impl Endpoint {
         let keep_alive = Duration::from_secs(u64::from(self.keep_alive));
         let mut conn = Conn {
             stream,
-            rbuf: BytesMut::with_capacity(READ_CHUNK),
-            wbuf: BytesMut::with_capacity(READ_CHUNK),
+            rbuf: BytesMut::new(),
+            wbuf: BytesMut::new(),
+            read_chunk: MIN_READ_CHUNK,
             last_write: Instant::now(),
             ping_every: (self.keep_alive > 0).then(|| keep_alive / 2),
         };
@@ -202,6 +207,8 @@ impl Endpoint {
 pub struct Conn {
     stream: TcpStream,
     rbuf: BytesMut,
+    /// Bytes to reserve before the next read: doubles while reads fill it.
+    read_chunk: usize,
     wbuf: BytesMut,
     last_write: Instant,
     ping_every: Option<Duration>,
@@ -258,10 +265,16 @@ impl Conn {
     /// Reads what the socket has without waiting: `Ok(true)` if bytes arrived, `Ok(false)` if
     /// none were ready.
     pub fn try_read(&mut self) -> Result<bool, ClientError> {
-        self.rbuf.reserve(READ_CHUNK);
+        self.rbuf.reserve(self.read_chunk);
+        let spare = self.rbuf.capacity() - self.rbuf.len();
         match self.stream.try_read_buf(&mut self.rbuf) {
             Ok(0) => Err(ClientError::Closed),
-            Ok(_) => Ok(true),
+            Ok(n) => {
+                if n >= spare {
+                    self.read_chunk = (self.read_chunk * 2).min(MAX_READ_CHUNK);
+                }
+                Ok(true)
+            }
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(false),
             Err(e) => Err(e.into()),
         }
