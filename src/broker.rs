@@ -6,7 +6,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use parking_lot::Mutex;
-use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -130,13 +129,10 @@ impl Broker {
         }
         let mut bound = Vec::new();
         for cfg in &self.core.config.listeners {
-            let listener =
-                TcpListener::bind(cfg.bind)
-                    .await
-                    .map_err(|source| BrokerError::Bind {
-                        addr: cfg.bind,
-                        source,
-                    })?;
+            let listener = tcp::bind(cfg.bind).map_err(|source| BrokerError::Bind {
+                addr: cfg.bind,
+                source,
+            })?;
             let local_addr = listener.local_addr().map_err(|source| BrokerError::Bind {
                 addr: cfg.bind,
                 source,

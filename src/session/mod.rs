@@ -147,8 +147,18 @@ impl Session {
         }
         if st.pending.len() >= st.limits.max_queued {
             st.dropped += 1;
+            let dropped = st.dropped;
             drop(st);
             Metrics::inc(&metrics.messages_dropped);
+            // Logged at the first drop and then every 1000th, so a flood cannot flood the log.
+            if dropped % 1000 == 1 {
+                tracing::warn!(
+                    client_id = %self.client_id,
+                    dropped,
+                    max_queued = self.state.lock().limits.max_queued,
+                    "queue full (max_queued_messages): dropping new messages for this client"
+                );
+            }
             return false;
         }
         st.pending.push_back(Outgoing {

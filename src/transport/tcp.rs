@@ -3,12 +3,33 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::net::TcpListener;
+use std::io;
+use std::net::SocketAddr;
+
+use tokio::net::{TcpListener, TcpSocket};
 
 use crate::broker::BrokerCore;
 use crate::connection;
 use crate::metrics::Metrics;
 use crate::transport::ListenerContext;
+
+/// Pending connections the kernel queues before `accept`. The default of tokio/mio (128) makes
+/// connect bursts of a few hundred clients (a fleet reconnecting after an outage) hit
+/// one-second SYN retransmissions; Mosquitto and most servers use 1024 or more.
+const LISTEN_BACKLOG: u32 = 1024;
+
+/// Binds a listening socket on `addr` (with `SO_REUSEADDR`, so a restarted broker does not
+/// wait for old connections in TIME_WAIT).
+pub(crate) fn bind(addr: SocketAddr) -> io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() {
+        TcpSocket::new_v4()?
+    } else {
+        TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(LISTEN_BACKLOG)
+}
 
 /// Accepts connections until the broker shuts down. Each connection takes a slot of
 /// `max_connections`; a connection over the limit is closed at once (and counted) rather than
