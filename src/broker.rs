@@ -181,6 +181,11 @@ impl Broker {
         LocalClient::connect(self.core.clone(), client_id)
     }
 
+    #[cfg(test)]
+    pub(crate) fn core_for_tests(&self) -> Arc<BrokerCore> {
+        self.core.clone()
+    }
+
     /// The broker's counters.
     pub fn metrics(&self) -> MetricsSnapshot {
         self.core.metrics.snapshot()

@@ -1,24 +1,22 @@
-//! One client connection: the CONNECT handshake, the read loop with keep-alive, and the exit
-//! path (will message, session detach). Outbound traffic is written by a sibling task,
-//! [`writer::Writer`], fed through the session's queues.
+//! One client connection: the CONNECT handshake (here and in `handshake`), the established
+//! connection's loop (`driver`: reading, writing, keep-alive, all in one task), what each
+//! packet does (`handler`), and the exit path (will message, session detach).
 //!
 //! The connection never knows what transport it runs on: it takes any async byte stream halves.
 
+mod driver;
 mod handler;
 mod handshake;
-mod writer;
+mod outbound;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use bytestring::ByteString;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::sync::Notify;
 use tokio::time::Instant;
-use tokio_util::sync::CancellationToken;
 
 use crate::broker::BrokerCore;
 use crate::codec::{self, ConnAck, Connect, DecodeError, LastWill, Packet, ProtocolVersion};
@@ -26,26 +24,39 @@ use crate::hooks::{ClientInfo, ConnectDecision, DisconnectReason};
 use crate::metrics::Metrics;
 use crate::session::{QueueLimits, Session};
 use crate::transport::{ListenerContext, ReadHalf};
+use driver::{Driver, reserve};
 use handler::Handler;
-use writer::Writer;
-
-/// Free space kept in the read buffer before each read.
-const READ_CHUNK: usize = 4096;
-/// Control packets (acknowledgements) allowed to wait for the writer before the reader stops
-/// reading: a client that publishes but never reads its socket must not grow our memory.
-const CONTROL_HIGH_WATER: usize = 1024;
-/// How long the reader waits for its writer to finish after the connection ends.
-const WRITER_GRACE: Duration = Duration::from_secs(2);
 
 /// Serves one accepted connection until it ends. `reader`/`writer` are the two halves of the
 /// client's byte stream.
 pub(crate) async fn run<R, W>(
     core: Arc<BrokerCore>,
     listener: Arc<ListenerContext>,
+    reader: R,
+    writer: W,
+    remote_addr: Option<SocketAddr>,
+) where
+    R: ReadHalf,
+    W: AsyncWrite + Unpin + Send + 'static,
+{
+    // The handshake's state (the CONNECT packet, authentication, refusals) is large and
+    // short-lived: boxed, so the future an established connection keeps for its whole life
+    // carries only the driver's state. This is most of an idle connection's memory.
+    if let Some(driver) = Box::pin(establish(core, listener, reader, writer, remote_addr)).await {
+        driver.run().await;
+    }
+}
+
+/// Reads the CONNECT packet and runs the handshake; returns the established connection, or
+/// `None` once a refused or failed connection has been answered and closed.
+async fn establish<R, W>(
+    core: Arc<BrokerCore>,
+    listener: Arc<ListenerContext>,
     mut reader: R,
     mut writer: W,
     remote_addr: Option<SocketAddr>,
-) where
+) -> Option<Driver<R, W>>
+where
     R: ReadHalf,
     W: AsyncWrite + Unpin + Send + 'static,
 {
@@ -57,7 +68,7 @@ pub(crate) async fn run<R, W>(
     let deadline = Instant::now() + core.config.limits.connect_timeout();
     let first = tokio::select! {
         biased;
-        _ = core.shutdown.cancelled() => return,
+        _ = core.shutdown.cancelled() => return None,
         // Boxed, like every other short-lived await of the handshake: an established
         // connection's task then does not carry their state for its whole life.
         r = Box::pin(tokio::time::timeout_at(deadline, read_packet(&mut reader, &mut buf, ProtocolVersion::V3_1_1, max_packet))) => r,
@@ -68,9 +79,9 @@ pub(crate) async fn run<R, W>(
                 ?remote_addr,
                 "no CONNECT within the connect timeout; closing"
             );
-            return;
+            return None;
         }
-        Ok(Err(ReadError::Closed)) => return,
+        Ok(Err(ReadError::Closed)) => return None,
         Ok(Err(ReadError::Decode(e))) => {
             Metrics::inc(&core.metrics.protocol_errors);
             tracing::debug!(?remote_addr, error = %e, "bad CONNECT; closing");
@@ -80,7 +91,7 @@ pub(crate) async fn run<R, W>(
                 let code = handshake::unsupported_version_code(version);
                 Box::pin(send_refusal(&mut writer, code, ProtocolVersion::V3_1_1)).await;
             }
-            return;
+            return None;
         }
         Ok(Ok(Packet::Connect(c))) => c,
         Ok(Ok(other)) => {
@@ -90,10 +101,10 @@ pub(crate) async fn run<R, W>(
                 packet = other.name(),
                 "[MQTT-3.1.0-1] first packet is not CONNECT; closing"
             );
-            return;
+            return None;
         }
     };
-    serve(core, listener, reader, writer, buf, *connect, remote_addr).await;
+    serve(core, listener, reader, writer, buf, connect, remote_addr).await
 }
 
 /// Counts a refused connection and answers it with CONNACK `code`. Boxed: an established
@@ -128,12 +139,13 @@ async fn send_refusal<W: AsyncWrite + Unpin>(writer: &mut W, code: u8, version: 
 async fn serve<R, W>(
     core: Arc<BrokerCore>,
     listener: Arc<ListenerContext>,
-    mut reader: R,
+    reader: R,
     mut writer: W,
-    mut buf: BytesMut,
-    mut connect: Connect,
+    buf: BytesMut,
+    mut connect: Box<Connect>,
     remote_addr: Option<SocketAddr>,
-) where
+) -> Option<Driver<R, W>>
+where
     R: ReadHalf,
     W: AsyncWrite + Unpin + Send + 'static,
 {
@@ -143,13 +155,15 @@ async fn serve<R, W>(
         // expiry, aliases, flow control) arrive with issue 4: refuse cleanly until then
         // rather than half-serve a 5.0 client. 0x84 = Unsupported Protocol Version.
         let code = handshake::unsupported_version_code(Some(version));
-        return refuse(&core, &mut writer, code, version).await;
+        refuse(&core, &mut writer, code, version).await;
+        return None;
     }
     let (client_id, _assigned) = match handshake::client_id(&core, &connect) {
         Ok(id) => id,
         Err(decision) => {
             let code = handshake::refusal_code(decision, version);
-            return refuse(&core, &mut writer, code, version).await;
+            refuse(&core, &mut writer, code, version).await;
+            return None;
         }
     };
     // The application's on_connect hook may await (a user-store lookup): it is bounded by the
@@ -170,7 +184,8 @@ async fn serve<R, W>(
     if decision != ConnectDecision::Accept {
         tracing::info!(%client_id, ?remote_addr, ?decision, "connection refused");
         let code = handshake::refusal_code(decision, version);
-        return refuse(&core, &mut writer, code, version).await;
+        refuse(&core, &mut writer, code, version).await;
+        return None;
     }
 
     let conn_id = core.next_connection_id();
@@ -187,7 +202,7 @@ async fn serve<R, W>(
     let session = opened.session;
     session.attach(conn_id, cancel.clone());
 
-    // CONNACK is written before the writer task starts, so it precedes everything queued.
+    // CONNACK is written before the driver starts, so it precedes everything queued.
     let connack = Packet::ConnAck(ConnAck {
         // [MQTT-3.2.2-1] Session Present is 0 with Clean Session 1; [MQTT-3.2.2-2] 1 when a
         // stored session was resumed.
@@ -210,83 +225,55 @@ async fn serve<R, W>(
         protocol: version,
     });
     let keep_alive = connect.keep_alive;
-    let mut will = connect.will.take().map(compact_will);
+    let will = connect.will.take().map(compact_will);
     drop(connect);
     Metrics::inc(&core.metrics.connections_current);
-    let reason = if wrote {
-        tracing::debug!(%client_id, ?remote_addr, ?version, present = opened.present, "client connected");
-        core.hooks.on_connected(&client);
-        let failed = Arc::new(AtomicBool::new(false));
-        let written = Arc::new(Notify::new());
-        let writer_task = tokio::spawn(
-            Writer {
-                io: writer,
-                session: session.clone(),
-                conn_id,
-                version,
-                cancel: cancel.clone(),
-                failed: failed.clone(),
-                written: written.clone(),
-                core: core.clone(),
-            }
-            .run(),
-        );
-        let mut handler = Handler {
-            core: &core,
-            session: &session,
-            client: &client,
-            version,
-            conn_id,
-        };
-        let keep_alive = (keep_alive > 0)
-            // [MQTT-3.1.2-24] close after one and a half times the keep-alive without a packet.
-            .then(|| Duration::from_millis(u64::from(keep_alive) * 1500));
-        let signals = Signals {
-            cancel: &cancel,
-            write_failed: &failed,
-            written: &written,
-        };
-        let reason = read_loop(
+    if !wrote {
+        finish(
             &core,
-            &mut handler,
-            &mut reader,
-            &mut buf,
-            version,
-            keep_alive,
-            signals,
-        )
-        .await;
-        if reason == DisconnectReason::ClientDisconnect {
-            // [MQTT-3.14.4-3] DISCONNECT discards the will without publishing it.
-            will = None;
-        }
-        cancel.cancel();
-        let _ = Box::pin(tokio::time::timeout(WRITER_GRACE, writer_task)).await;
-        reason
-    } else {
-        DisconnectReason::NetworkError
-    };
-
-    finish(&core, &session, conn_id, &client, reason, will);
+            &session,
+            conn_id,
+            &client,
+            DisconnectReason::NetworkError,
+            will,
+        );
+        return None;
+    }
+    tracing::debug!(%client_id, ?remote_addr, ?version, present = opened.present, "client connected");
+    core.hooks.on_connected(&client);
+    Some(Driver {
+        core,
+        session,
+        client,
+        conn_id,
+        cancel,
+        will,
+        reader,
+        writer,
+        rbuf: buf,
+        version,
+        // [MQTT-3.1.2-24] close after one and a half times the keep-alive without a packet.
+        keep_alive: (keep_alive > 0).then(|| Duration::from_millis(u64::from(keep_alive) * 1500)),
+    })
 }
 
 /// A will whose topic and payload own their memory (see `serve`).
-fn compact_will(will: LastWill) -> LastWill {
-    LastWill {
+fn compact_will(will: LastWill) -> Box<LastWill> {
+    Box::new(LastWill {
         topic: ByteString::from(&*will.topic),
         payload: Bytes::copy_from_slice(&will.payload),
         ..will
-    }
+    })
 }
 
 /// The exit path shared by every way a connection ends.
-fn finish(
+pub(super) fn finish(
     core: &BrokerCore,
     session: &Arc<Session>,
     conn_id: u64,
     client: &ClientInfo,
     reason: DisconnectReason,
-    will: Option<LastWill>,
+    will: Option<Box<LastWill>>,
 ) {
     Metrics::dec(&core.metrics.connections_current);
     tracing::debug!(client_id = %client.client_id, ?reason, "client disconnected");
@@ -296,7 +283,7 @@ fn finish(
     if let Some(will) = will
         && reason != DisconnectReason::Shutdown
     {
-        Handler::publish_will(core, client, will);
+        Handler::publish_will(core, client, *will);
     }
     if session.detach(conn_id) && session.state.lock().clean {
         // [MQTT-3.1.2-6] a Clean Session ends with the connection.
@@ -334,97 +321,33 @@ async fn read_packet<R: AsyncRead + Unpin>(
     }
 }
 
-/// Reads what the client sent next. With nothing partial buffered, waits for readability
-/// before taking a buffer at all.
-async fn read_more<R: ReadHalf>(reader: &mut R, buf: &mut BytesMut) -> std::io::Result<usize> {
-    if buf.capacity() == 0 {
-        reader.ready().await?;
-    }
-    reserve(buf);
-    reader.read_buf(buf).await
-}
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
 
-fn reserve(buf: &mut BytesMut) {
-    if buf.capacity() - buf.len() < READ_CHUNK / 4 {
-        buf.reserve(READ_CHUNK);
-    }
-}
-
-/// How the writer task talks back to the reader.
-struct Signals<'a> {
-    /// Cancelled when the connection must end (takeover, shutdown, write failure).
-    cancel: &'a CancellationToken,
-    /// Set by the writer when a write failed.
-    write_failed: &'a AtomicBool,
-    /// Notified by the writer after each batch it wrote.
-    written: &'a Notify,
-}
-
-/// Reads and handles packets until the connection ends; returns why it ended.
-async fn read_loop<R: ReadHalf>(
-    core: &BrokerCore,
-    handler: &mut Handler<'_>,
-    reader: &mut R,
-    buf: &mut BytesMut,
-    version: ProtocolVersion,
-    keep_alive: Option<Duration>,
-    signals: Signals<'_>,
-) -> DisconnectReason {
-    let Signals {
-        cancel,
-        write_failed,
-        written,
-    } = signals;
-    let max_packet = core.config.limits.max_packet_size as usize;
-    let far_future = Duration::from_secs(100 * 365 * 24 * 3600);
-    let mut deadline = Instant::now() + keep_alive.unwrap_or(far_future);
-    loop {
-        // Handle everything already buffered (clients may pipeline packets after CONNECT).
-        loop {
-            match codec::decode(buf, version, max_packet) {
-                Ok(Some(packet)) => {
-                    if let Some(k) = keep_alive {
-                        deadline = Instant::now() + k;
-                    }
-                    if let Err(reason) = handler.handle(packet) {
-                        return reason;
-                    }
-                }
-                Ok(None) => break,
-                Err(e) => {
-                    Metrics::inc(&core.metrics.protocol_errors);
-                    tracing::debug!(client_id = %handler.client.client_id, error = %e, "malformed packet; closing");
-                    return DisconnectReason::ProtocolError;
-                }
-            }
-        }
-        if buf.is_empty() {
-            // Nothing partial is buffered: release the buffer (decoded packets keep what they
-            // need) and wait for readability without one, so idle connections hold none.
-            *buf = BytesMut::new();
-        }
-        // Backpressure: while the client does not take its acknowledgements, stop reading.
-        let paused = handler.session.control_backlog() > CONTROL_HIGH_WATER;
-        tokio::select! {
-            biased;
-            _ = cancel.cancelled() => {
-                return if core.shutdown.is_cancelled() {
-                    DisconnectReason::Shutdown
-                } else if write_failed.load(Ordering::Relaxed) {
-                    DisconnectReason::NetworkError
-                } else {
-                    DisconnectReason::Takeover
-                };
-            }
-            _ = tokio::time::sleep_until(deadline) => {
-                tracing::debug!(client_id = %handler.client.client_id, "keep-alive timeout; closing");
-                return DisconnectReason::KeepAliveTimeout;
-            }
-            _ = written.notified(), if paused => {}
-            r = read_more(reader, buf), if !paused => match r {
-                Ok(0) | Err(_) => return DisconnectReason::NetworkError,
-                Ok(n) => Metrics::add(&core.metrics.bytes_received, n as u64),
-            },
-        }
+    /// Every idle connection keeps this future (inside its task) for its whole life; it is the
+    /// largest part of per-connection memory, so a change that grows it should be deliberate.
+    #[tokio::test]
+    async fn an_established_connection_future_stays_small() {
+        let broker = crate::Broker::new(crate::Config::default());
+        let core = broker.core_for_tests();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let local_addr = listener.local_addr().expect("addr");
+        let stream = tokio::net::TcpStream::connect(local_addr)
+            .await
+            .expect("connect");
+        let (reader, writer) = stream.into_split();
+        let context = Arc::new(crate::transport::ListenerContext {
+            local_addr,
+            allow_anonymous: true,
+        });
+        let future = super::run(core, context, reader, writer, None);
+        let size = std::mem::size_of_val(&future);
+        assert!(
+            size <= 1400,
+            "connection future grew to {size} bytes (was 1184)"
+        );
     }
 }

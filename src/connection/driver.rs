@@ -1,0 +1,227 @@
+//! The life of an established connection, in one task: read and handle packets, write what the
+//! session queues for the client, enforce the keep-alive, stop on takeover or shutdown.
+//!
+//! One task (not a reader and a writer task) keeps the per-connection footprint small: an idle
+//! connection is this future waiting on readability, its session's `Notify`, a timer and a
+//! cancellation token, and holds neither a read nor a write buffer.
+
+use std::time::Duration;
+
+use bytes::BytesMut;
+use tokio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use std::sync::Arc;
+
+use super::finish;
+use super::handler::Handler;
+use super::outbound::encode_batch;
+use crate::broker::BrokerCore;
+use crate::codec::LastWill;
+use crate::codec::{self, ProtocolVersion};
+use crate::hooks::{ClientInfo, DisconnectReason};
+use crate::metrics::Metrics;
+use crate::session::{Outbound, Session};
+use crate::transport::ReadHalf;
+
+/// Free space kept in the read buffer before each read.
+pub(crate) const READ_CHUNK: usize = 4096;
+/// Control packets (acknowledgements) allowed to wait for the socket before reading stops: a
+/// client that publishes but never reads its socket must not grow our memory.
+const CONTROL_HIGH_WATER: usize = 1024;
+/// Most items taken from the session per batch, so one busy connection neither holds its
+/// session lock long nor builds huge buffers.
+const MAX_BATCH_ITEMS: usize = 256;
+/// How long the last write may take once the connection is closing.
+const FINAL_FLUSH: Duration = Duration::from_secs(1);
+
+/// An established connection: everything it keeps for its whole life.
+pub(crate) struct Driver<R, W> {
+    pub core: Arc<BrokerCore>,
+    pub session: Arc<Session>,
+    pub client: Arc<ClientInfo>,
+    pub conn_id: u64,
+    /// Cancelled on takeover and on broker shutdown.
+    pub cancel: CancellationToken,
+    /// The will, published if the connection ends without DISCONNECT.
+    pub will: Option<Box<LastWill>>,
+    pub reader: R,
+    pub writer: W,
+    /// Bytes read and not yet decoded (a partial packet); empty and unallocated when idle.
+    pub rbuf: BytesMut,
+    pub version: ProtocolVersion,
+    /// 1.5 × the client's keep-alive, `None` when it is 0.
+    pub keep_alive: Option<Duration>,
+}
+
+impl<R: ReadHalf, W: AsyncWrite + Unpin> Driver<R, W> {
+    /// Runs until the connection ends, then takes the exit path (will, session detach).
+    pub async fn run(mut self) {
+        let reason = self.serve().await;
+        let will = if reason == DisconnectReason::ClientDisconnect {
+            // [MQTT-3.14.4-3] DISCONNECT discards the will without publishing it.
+            None
+        } else {
+            self.will.take()
+        };
+        finish(
+            &self.core,
+            &self.session,
+            self.conn_id,
+            &self.client,
+            reason,
+            will,
+        );
+    }
+
+    /// Reads, handles and writes until the connection ends; returns why.
+    async fn serve(&mut self) -> DisconnectReason {
+        let session = &*self.session;
+        let conn_id = self.conn_id;
+        let core = &*self.core;
+        let mut handler = Handler {
+            core,
+            session: &self.session,
+            client: &self.client,
+            version: self.version,
+            conn_id,
+        };
+        let max_packet = core.config.limits.max_packet_size as usize;
+        let mut wbuf = BytesMut::new();
+        let mut wpos = 0usize;
+        let mut items: Vec<Outbound> = Vec::new();
+        // The keep-alive timer is armed once and only re-armed when it fires early, rather than
+        // reset on every packet: `last_seen` moves, the timer catches up lazily.
+        let mut last_seen = Instant::now();
+        let far_future = Instant::now() + Duration::from_secs(100 * 365 * 24 * 3600);
+        let timer = tokio::time::sleep_until(self.keep_alive.map_or(far_future, |k| last_seen + k));
+        tokio::pin!(timer);
+
+        let reason = loop {
+            // Handle everything already buffered (clients may pipeline packets).
+            let mut handled = false;
+            let mut ended = None;
+            loop {
+                match codec::decode(&mut self.rbuf, self.version, max_packet) {
+                    Ok(Some(packet)) => {
+                        handled = true;
+                        if let Err(reason) = handler.handle(packet) {
+                            ended = Some(reason);
+                            break;
+                        }
+                    }
+                    Ok(None) => break,
+                    Err(e) => {
+                        Metrics::inc(&core.metrics.protocol_errors);
+                        tracing::debug!(client_id = %handler.client.client_id, error = %e, "malformed packet; closing");
+                        ended = Some(DisconnectReason::ProtocolError);
+                        break;
+                    }
+                }
+            }
+            if let Some(reason) = ended {
+                break reason;
+            }
+            if handled {
+                // [MQTT-3.1.2-24] any control packet keeps the connection alive.
+                last_seen = Instant::now();
+            }
+            if self.rbuf.is_empty() {
+                // Nothing partial is buffered: release the buffer (decoded packets keep what
+                // they need) and wait for readability without one.
+                self.rbuf = BytesMut::new();
+            }
+
+            // Refill the write buffer from the session once the previous batch is out.
+            if wpos == wbuf.len() {
+                wpos = 0;
+                wbuf.clear();
+                if !session.take_outbound(conn_id, &mut items, MAX_BATCH_ITEMS) {
+                    // The session is served by another connection now.
+                    break DisconnectReason::Takeover;
+                }
+                if items.is_empty() {
+                    // Going idle: give the buffers back rather than keep them per connection.
+                    wbuf = BytesMut::new();
+                    items = Vec::new();
+                } else {
+                    let published =
+                        encode_batch(&mut items, self.version, &mut wbuf, &session.client_id);
+                    Metrics::add(&core.metrics.messages_sent, published);
+                }
+            }
+            let writing = wpos < wbuf.len();
+            // Backpressure: while the client does not take what we write, stop reading once its
+            // acknowledgements pile up.
+            let paused = writing && session.control_backlog() > CONTROL_HIGH_WATER;
+
+            tokio::select! {
+                biased;
+                _ = self.cancel.cancelled() => {
+                    break if core.shutdown.is_cancelled() {
+                        DisconnectReason::Shutdown
+                    } else {
+                        DisconnectReason::Takeover
+                    };
+                }
+                _ = &mut timer, if self.keep_alive.is_some() => {
+                    let due = self.keep_alive.map_or(far_future, |k| last_seen + k);
+                    if Instant::now() >= due {
+                        tracing::debug!(client_id = %handler.client.client_id, "keep-alive timeout; closing");
+                        break DisconnectReason::KeepAliveTimeout;
+                    }
+                    timer.as_mut().reset(due);
+                }
+                r = self.writer.write(&wbuf[wpos..]), if writing => match r {
+                    Ok(0) | Err(_) => break DisconnectReason::NetworkError,
+                    Ok(n) => {
+                        wpos += n;
+                        Metrics::add(&core.metrics.bytes_sent, n as u64);
+                    }
+                },
+                _ = session.notify.notified(), if !writing => {}
+                r = read_more(&mut self.reader, &mut self.rbuf), if !paused => match r {
+                    Ok(0) | Err(_) => break DisconnectReason::NetworkError,
+                    Ok(n) => Metrics::add(&core.metrics.bytes_received, n as u64),
+                },
+            }
+        };
+
+        if matches!(
+            reason,
+            DisconnectReason::ProtocolError
+                | DisconnectReason::KeepAliveTimeout
+                | DisconnectReason::Shutdown
+        ) {
+            // Send what is already encoded or queued for this connection (acknowledgements of
+            // what it sent before closing), bounded in time.
+            if session.take_outbound(conn_id, &mut items, MAX_BATCH_ITEMS) && !items.is_empty() {
+                encode_batch(&mut items, self.version, &mut wbuf, &session.client_id);
+            }
+            if wpos < wbuf.len() {
+                let _ =
+                    tokio::time::timeout(FINAL_FLUSH, self.writer.write_all(&wbuf[wpos..])).await;
+            }
+        }
+        let _ = tokio::time::timeout(FINAL_FLUSH, self.writer.shutdown()).await;
+        reason
+    }
+}
+
+/// Reads what the client sent next. With nothing partial buffered, waits for readability
+/// before taking a buffer at all.
+async fn read_more<R: ReadHalf>(reader: &mut R, buf: &mut BytesMut) -> std::io::Result<usize> {
+    if buf.capacity() == 0 {
+        reader.ready().await?;
+    }
+    reserve(buf);
+    reader.read_buf(buf).await
+}
+
+/// Makes room for the next read.
+pub(crate) fn reserve(buf: &mut BytesMut) {
+    if buf.capacity() - buf.len() < READ_CHUNK / 4 {
+        buf.reserve(READ_CHUNK);
+    }
+}
