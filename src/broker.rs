@@ -210,6 +210,10 @@ impl Broker {
     /// Idempotent.
     pub async fn shutdown(&self) {
         self.core.shutdown.cancel();
+        // Connections wait on their session's Notify: wake them all to see the shutdown.
+        for session in self.core.sessions.all() {
+            session.notify.notify_waiters();
+        }
         self.core.tasks.close();
         if tokio::time::timeout(SHUTDOWN_GRACE, self.core.tasks.wait())
             .await

@@ -7,7 +7,6 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use bytestring::ByteString;
-use tokio_util::sync::CancellationToken;
 
 use crate::broker::BrokerCore;
 use crate::codec::{QoS, SubscriptionOptions};
@@ -36,7 +35,6 @@ pub struct LocalClient {
     core: Arc<BrokerCore>,
     session: Arc<Session>,
     conn_id: u64,
-    cancel: CancellationToken,
 }
 
 impl LocalClient {
@@ -53,14 +51,12 @@ impl LocalClient {
             core.router.remove_session(old);
         }
         let conn_id = core.next_connection_id();
-        let cancel = core.shutdown.child_token();
-        opened.session.attach(conn_id, cancel.clone());
+        opened.session.attach(conn_id);
         Metrics::inc(&core.metrics.connections_current);
         LocalClient {
             core,
             session: opened.session,
             conn_id,
-            cancel,
         }
     }
 
@@ -133,16 +129,17 @@ impl LocalClient {
     /// takes this client id over.
     pub async fn recv(&self) -> Option<ReceivedMessage> {
         loop {
+            // Armed before the checks, so a wake-up between them and the await is not lost.
+            let notified = self.session.notify.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
             if let Some(m) = self.try_recv() {
                 return Some(m);
             }
-            if self.cancel.is_cancelled() {
+            if self.core.shutdown.is_cancelled() || !self.session.serves(self.conn_id) {
                 return None;
             }
-            tokio::select! {
-                _ = self.cancel.cancelled() => {}
-                _ = self.session.notify.notified() => {}
-            }
+            notified.await;
         }
     }
 }

@@ -10,7 +10,6 @@ use std::time::Duration;
 use bytes::BytesMut;
 use tokio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::time::Instant;
-use tokio_util::sync::CancellationToken;
 
 use std::sync::Arc;
 
@@ -42,8 +41,6 @@ pub(crate) struct Driver<R, W> {
     pub session: Arc<Session>,
     pub client: Arc<ClientInfo>,
     pub conn_id: u64,
-    /// Cancelled on takeover and on broker shutdown.
-    pub cancel: CancellationToken,
     /// The will, published if the connection ends without DISCONNECT.
     pub will: Option<Box<LastWill>>,
     pub reader: R,
@@ -99,6 +96,14 @@ impl<R: ReadHalf, W: AsyncWrite + Unpin> Driver<R, W> {
         tokio::pin!(timer);
 
         let reason = loop {
+            // Armed before the checks below, so a takeover or shutdown that wakes the session's
+            // waiters between the check and the select is not missed.
+            let notified = session.notify.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if core.shutdown.is_cancelled() {
+                break DisconnectReason::Shutdown;
+            }
             // Handle everything already buffered (clients may pipeline packets).
             let mut handled = false;
             let mut ended = None;
@@ -152,19 +157,15 @@ impl<R: ReadHalf, W: AsyncWrite + Unpin> Driver<R, W> {
                 }
             }
             let writing = wpos < wbuf.len();
+            if writing && !session.serves(conn_id) {
+                break DisconnectReason::Takeover;
+            }
             // Backpressure: while the client does not take what we write, stop reading once its
             // acknowledgements pile up.
             let paused = writing && session.control_backlog() > CONTROL_HIGH_WATER;
 
             tokio::select! {
                 biased;
-                _ = self.cancel.cancelled() => {
-                    break if core.shutdown.is_cancelled() {
-                        DisconnectReason::Shutdown
-                    } else {
-                        DisconnectReason::Takeover
-                    };
-                }
                 _ = &mut timer, if self.keep_alive.is_some() => {
                     let due = self.keep_alive.map_or(far_future, |k| last_seen + k);
                     if Instant::now() >= due {
@@ -180,7 +181,8 @@ impl<R: ReadHalf, W: AsyncWrite + Unpin> Driver<R, W> {
                         Metrics::add(&core.metrics.bytes_sent, n as u64);
                     }
                 },
-                _ = session.notify.notified(), if !writing => {}
+                // New work, a takeover or shutdown: the checks at the top of the loop tell.
+                _ = &mut notified => {}
                 r = read_more(&mut self.reader, &mut self.rbuf), if !paused => match r {
                     Ok(0) | Err(_) => break DisconnectReason::NetworkError,
                     Ok(n) => Metrics::add(&core.metrics.bytes_received, n as u64),
@@ -188,6 +190,11 @@ impl<R: ReadHalf, W: AsyncWrite + Unpin> Driver<R, W> {
             }
         };
 
+        if reason == DisconnectReason::Takeover {
+            // A wake-up for new work may have reached this connection rather than the one
+            // that took over: pass it on.
+            session.notify.notify_one();
+        }
         if matches!(
             reason,
             DisconnectReason::ProtocolError

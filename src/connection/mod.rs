@@ -189,7 +189,6 @@ where
     }
 
     let conn_id = core.next_connection_id();
-    let cancel = core.shutdown.child_token();
     let limits = QueueLimits {
         max_inflight: usize::from(core.config.limits.max_inflight_messages),
         max_queued: core.config.limits.max_queued_messages,
@@ -200,7 +199,7 @@ where
         core.router.remove_session(old);
     }
     let session = opened.session;
-    session.attach(conn_id, cancel.clone());
+    session.attach(conn_id);
 
     // CONNACK is written before the driver starts, so it precedes everything queued.
     let connack = Packet::ConnAck(ConnAck {
@@ -246,7 +245,6 @@ where
         session,
         client,
         conn_id,
-        cancel,
         will,
         reader,
         writer,

@@ -15,7 +15,6 @@ use std::collections::{HashMap, HashSet, VecDeque};
 use bytestring::ByteString;
 use parking_lot::Mutex;
 use tokio::sync::Notify;
-use tokio_util::sync::CancellationToken;
 
 use crate::codec::{Ack, Packet, PacketId, QoS, SubscriptionOptions};
 use crate::message::SharedMessage;
@@ -81,8 +80,6 @@ pub struct SessionState {
     pub inbound_qos2: HashSet<PacketId>,
     /// Id of the connection serving this session, if any.
     pub connection: Option<u64>,
-    /// Cancels the connection serving this session (used for takeover).
-    pub connection_cancel: Option<CancellationToken>,
     /// Set once the session is discarded: no subscription may be added any more.
     pub discarded: bool,
     /// The writer must re-send the in-flight window before anything else (after a reconnect).
@@ -119,7 +116,6 @@ impl Session {
                 inflight: Inflight::default(),
                 inbound_qos2: HashSet::new(),
                 connection: None,
-                connection_cancel: None,
                 discarded: false,
                 resend_inflight: false,
                 dropped: 0,
@@ -326,19 +322,36 @@ impl Session {
         self.state.lock().inbound_qos2.remove(&id);
     }
 
-    /// Attaches connection `conn` (cancelled through `cancel` on takeover). Control packets
-    /// queued for an earlier connection are discarded; the in-flight window is re-sent first.
-    pub fn attach(&self, conn: u64, cancel: CancellationToken) {
+    /// Attaches connection `conn`. Control packets queued for an earlier connection are
+    /// discarded; the in-flight window is re-sent first. An earlier connection still running
+    /// is woken and finds it no longer serves this session (see [`Session::serves`]).
+    pub fn attach(&self, conn: u64) {
         let mut st = self.state.lock();
-        st.connection = Some(conn);
-        st.connection_cancel = Some(cancel);
+        let previous = st.connection.replace(conn);
         st.control.clear();
         st.resend_inflight = !st.inflight.is_empty();
         let has_work = st.resend_inflight || !st.pending.is_empty();
         drop(st);
+        if previous.is_some_and(|p| p != conn) {
+            self.notify.notify_waiters();
+        }
         if has_work {
             self.notify.notify_one();
         }
+    }
+
+    /// Disconnects whatever connection serves this session ([MQTT-3.1.4-2] takeover): it is
+    /// woken, finds [`Session::serves`] false and closes.
+    pub fn kick(&self) {
+        let had = self.state.lock().connection.take().is_some();
+        if had {
+            self.notify.notify_waiters();
+        }
+    }
+
+    /// Whether connection `conn` still serves this session.
+    pub fn serves(&self, conn: u64) -> bool {
+        self.state.lock().connection == Some(conn)
     }
 
     /// Detaches connection `conn` if it still serves this session; returns whether it did.
@@ -349,7 +362,6 @@ impl Session {
             return false;
         }
         st.connection = None;
-        st.connection_cancel = None;
         st.control.clear();
         if !st.limits.queue_qos0_offline {
             st.pending.retain(|o| o.qos != QoS::AtMostOnce);

@@ -38,10 +38,8 @@ impl SessionRegistry {
         let mut map = self.sessions.lock();
         let mut discarded = None;
         if let Some(existing) = map.get(client_id) {
+            existing.kick();
             let mut st = existing.state.lock();
-            if let Some(cancel) = st.connection_cancel.take() {
-                cancel.cancel();
-            }
             if !clean && !st.clean && !st.discarded {
                 st.clean = false;
                 drop(st);
