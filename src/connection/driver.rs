@@ -8,7 +8,10 @@
 use std::time::Duration;
 
 use bytes::BytesMut;
-use tokio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use std::future::poll_fn;
+use std::io::ErrorKind;
+
+use tokio::io::AsyncWriteExt;
 use tokio::time::Instant;
 
 use std::sync::Arc;
@@ -22,7 +25,7 @@ use crate::codec::{self, ProtocolVersion};
 use crate::hooks::{ClientInfo, DisconnectReason};
 use crate::metrics::Metrics;
 use crate::session::{Outbound, Session};
-use crate::transport::ReadHalf;
+use crate::transport::Transport;
 
 /// Free space kept in the read buffer before each read.
 pub(crate) const READ_CHUNK: usize = 4096;
@@ -36,15 +39,14 @@ const MAX_BATCH_ITEMS: usize = 256;
 const FINAL_FLUSH: Duration = Duration::from_secs(1);
 
 /// An established connection: everything it keeps for its whole life.
-pub(crate) struct Driver<R, W> {
+pub(crate) struct Driver<T> {
     pub core: Arc<BrokerCore>,
     pub session: Arc<Session>,
     pub client: Arc<ClientInfo>,
     pub conn_id: u64,
     /// The will, published if the connection ends without DISCONNECT.
     pub will: Option<Box<LastWill>>,
-    pub reader: R,
-    pub writer: W,
+    pub stream: T,
     /// Bytes read and not yet decoded (a partial packet); empty and unallocated when idle.
     pub rbuf: BytesMut,
     pub version: ProtocolVersion,
@@ -52,7 +54,7 @@ pub(crate) struct Driver<R, W> {
     pub keep_alive: Option<Duration>,
 }
 
-impl<R: ReadHalf, W: AsyncWrite + Unpin> Driver<R, W> {
+impl<T: Transport> Driver<T> {
     /// Runs until the connection ends, then takes the exit path (will, session detach).
     pub async fn run(mut self) {
         let reason = self.serve().await;
@@ -174,19 +176,35 @@ impl<R: ReadHalf, W: AsyncWrite + Unpin> Driver<R, W> {
                     }
                     timer.as_mut().reset(due);
                 }
-                r = self.writer.write(&wbuf[wpos..]), if writing => match r {
-                    Ok(0) | Err(_) => break DisconnectReason::NetworkError,
-                    Ok(n) => {
-                        wpos += n;
-                        Metrics::add(&core.metrics.bytes_sent, n as u64);
+                r = poll_fn(|cx| self.stream.poll_write_ready(cx)), if writing => {
+                    if r.is_err() {
+                        break DisconnectReason::NetworkError;
                     }
-                },
+                    match self.stream.try_write(&wbuf[wpos..]) {
+                        Ok(0) => break DisconnectReason::NetworkError,
+                        Ok(n) => {
+                            wpos += n;
+                            Metrics::add(&core.metrics.bytes_sent, n as u64);
+                        }
+                        Err(e) if e.kind() == ErrorKind::WouldBlock => {}
+                        Err(_) => break DisconnectReason::NetworkError,
+                    }
+                }
                 // New work, a takeover or shutdown: the checks at the top of the loop tell.
                 _ = &mut notified => {}
-                r = read_more(&mut self.reader, &mut self.rbuf), if !paused => match r {
-                    Ok(0) | Err(_) => break DisconnectReason::NetworkError,
-                    Ok(n) => Metrics::add(&core.metrics.bytes_received, n as u64),
-                },
+                r = poll_fn(|cx| self.stream.poll_read_ready(cx)), if !paused => {
+                    if r.is_err() {
+                        break DisconnectReason::NetworkError;
+                    }
+                    // Only now, with bytes waiting, does the connection take a read buffer.
+                    reserve(&mut self.rbuf);
+                    match self.stream.try_read_buf(&mut self.rbuf) {
+                        Ok(0) => break DisconnectReason::NetworkError,
+                        Ok(n) => Metrics::add(&core.metrics.bytes_received, n as u64),
+                        Err(e) if e.kind() == ErrorKind::WouldBlock => {}
+                        Err(_) => break DisconnectReason::NetworkError,
+                    }
+                }
             }
         };
 
@@ -208,22 +226,12 @@ impl<R: ReadHalf, W: AsyncWrite + Unpin> Driver<R, W> {
             }
             if wpos < wbuf.len() {
                 let _ =
-                    tokio::time::timeout(FINAL_FLUSH, self.writer.write_all(&wbuf[wpos..])).await;
+                    tokio::time::timeout(FINAL_FLUSH, self.stream.write_all(&wbuf[wpos..])).await;
             }
         }
-        let _ = tokio::time::timeout(FINAL_FLUSH, self.writer.shutdown()).await;
+        let _ = tokio::time::timeout(FINAL_FLUSH, self.stream.shutdown()).await;
         reason
     }
-}
-
-/// Reads what the client sent next. With nothing partial buffered, waits for readability
-/// before taking a buffer at all.
-async fn read_more<R: ReadHalf>(reader: &mut R, buf: &mut BytesMut) -> std::io::Result<usize> {
-    if buf.capacity() == 0 {
-        reader.ready().await?;
-    }
-    reserve(buf);
-    reader.read_buf(buf).await
 }
 
 /// Makes room for the next read.

@@ -23,43 +23,33 @@ use crate::codec::{self, ConnAck, Connect, DecodeError, LastWill, Packet, Protoc
 use crate::hooks::{ClientInfo, ConnectDecision, DisconnectReason};
 use crate::metrics::Metrics;
 use crate::session::{QueueLimits, Session};
-use crate::transport::{ListenerContext, ReadHalf};
+use crate::transport::{ListenerContext, Transport};
 use driver::{Driver, reserve};
 use handler::Handler;
 
-/// Serves one accepted connection until it ends. `reader`/`writer` are the two halves of the
-/// client's byte stream.
-pub(crate) async fn run<R, W>(
+/// Serves one accepted connection until it ends.
+pub(crate) async fn run<T: Transport>(
     core: Arc<BrokerCore>,
     listener: Arc<ListenerContext>,
-    reader: R,
-    writer: W,
+    stream: T,
     remote_addr: Option<SocketAddr>,
-) where
-    R: ReadHalf,
-    W: AsyncWrite + Unpin + Send + 'static,
-{
+) {
     // The handshake's state (the CONNECT packet, authentication, refusals) is large and
     // short-lived: boxed, so the future an established connection keeps for its whole life
     // carries only the driver's state. This is most of an idle connection's memory.
-    if let Some(driver) = Box::pin(establish(core, listener, reader, writer, remote_addr)).await {
+    if let Some(driver) = Box::pin(establish(core, listener, stream, remote_addr)).await {
         driver.run().await;
     }
 }
 
 /// Reads the CONNECT packet and runs the handshake; returns the established connection, or
 /// `None` once a refused or failed connection has been answered and closed.
-async fn establish<R, W>(
+async fn establish<T: Transport>(
     core: Arc<BrokerCore>,
     listener: Arc<ListenerContext>,
-    mut reader: R,
-    mut writer: W,
+    mut stream: T,
     remote_addr: Option<SocketAddr>,
-) -> Option<Driver<R, W>>
-where
-    R: ReadHalf,
-    W: AsyncWrite + Unpin + Send + 'static,
-{
+) -> Option<Driver<T>> {
     let max_packet = core.config.limits.max_packet_size as usize;
     let mut buf = BytesMut::new();
 
@@ -71,7 +61,7 @@ where
         _ = core.shutdown.cancelled() => return None,
         // Boxed, like every other short-lived await of the handshake: an established
         // connection's task then does not carry their state for its whole life.
-        r = Box::pin(tokio::time::timeout_at(deadline, read_packet(&mut reader, &mut buf, ProtocolVersion::V3_1_1, max_packet))) => r,
+        r = Box::pin(tokio::time::timeout_at(deadline, read_packet(&mut stream, &mut buf, ProtocolVersion::V3_1_1, max_packet))) => r,
     };
     let connect = match first {
         Err(_elapsed) => {
@@ -89,7 +79,7 @@ where
                 // [MQTT-3.1.2-2] unsupported protocol level: CONNACK 0x01, then close.
                 let version = (level == 5).then_some(ProtocolVersion::V5);
                 let code = handshake::unsupported_version_code(version);
-                Box::pin(send_refusal(&mut writer, code, ProtocolVersion::V3_1_1)).await;
+                Box::pin(send_refusal(&mut stream, code, ProtocolVersion::V3_1_1)).await;
             }
             return None;
         }
@@ -104,7 +94,7 @@ where
             return None;
         }
     };
-    serve(core, listener, reader, writer, buf, connect, remote_addr).await
+    serve(core, listener, stream, buf, connect, remote_addr).await
 }
 
 /// Counts a refused connection and answers it with CONNACK `code`. Boxed: an established
@@ -136,33 +126,28 @@ async fn send_refusal<W: AsyncWrite + Unpin>(writer: &mut W, code: u8, version: 
     }
 }
 
-async fn serve<R, W>(
+async fn serve<T: Transport>(
     core: Arc<BrokerCore>,
     listener: Arc<ListenerContext>,
-    reader: R,
-    mut writer: W,
+    mut stream: T,
     buf: BytesMut,
     mut connect: Box<Connect>,
     remote_addr: Option<SocketAddr>,
-) -> Option<Driver<R, W>>
-where
-    R: ReadHalf,
-    W: AsyncWrite + Unpin + Send + 'static,
-{
+) -> Option<Driver<T>> {
     let version = connect.protocol;
     if version.is_v5() {
         // The codec speaks MQTT 5, but the session semantics (reason codes, properties,
         // expiry, aliases, flow control) arrive with issue 4: refuse cleanly until then
         // rather than half-serve a 5.0 client. 0x84 = Unsupported Protocol Version.
         let code = handshake::unsupported_version_code(Some(version));
-        refuse(&core, &mut writer, code, version).await;
+        refuse(&core, &mut stream, code, version).await;
         return None;
     }
     let (client_id, _assigned) = match handshake::client_id(&core, &connect) {
         Ok(id) => id,
         Err(decision) => {
             let code = handshake::refusal_code(decision, version);
-            refuse(&core, &mut writer, code, version).await;
+            refuse(&core, &mut stream, code, version).await;
             return None;
         }
     };
@@ -184,7 +169,7 @@ where
     if decision != ConnectDecision::Accept {
         tracing::info!(%client_id, ?remote_addr, ?decision, "connection refused");
         let code = handshake::refusal_code(decision, version);
-        refuse(&core, &mut writer, code, version).await;
+        refuse(&core, &mut stream, code, version).await;
         return None;
     }
 
@@ -211,7 +196,7 @@ where
     });
     let mut out = BytesMut::new();
     let wrote = match codec::encode(&connack, version, &mut out) {
-        Ok(()) => writer.write_all(&out).await.is_ok(),
+        Ok(()) => stream.write_all(&out).await.is_ok(),
         Err(_) => false,
     };
 
@@ -246,8 +231,7 @@ where
         client,
         conn_id,
         will,
-        reader,
-        writer,
+        stream,
         rbuf: buf,
         version,
         // [MQTT-3.1.2-24] close after one and a half times the keep-alive without a packet.
@@ -336,12 +320,11 @@ mod tests {
         let stream = tokio::net::TcpStream::connect(local_addr)
             .await
             .expect("connect");
-        let (reader, writer) = stream.into_split();
         let context = Arc::new(crate::transport::ListenerContext {
             local_addr,
             allow_anonymous: true,
         });
-        let future = super::run(core, context, reader, writer, None);
+        let future = super::run(core, context, stream, None);
         let size = std::mem::size_of_val(&future);
         assert!(
             size <= 1400,

@@ -1,27 +1,44 @@
 //! Transports: where client byte streams come from. Each listener turns accepted connections
-//! into a pair of async byte-stream halves for [`crate::connection`], which never knows
-//! whether it reads TCP, TLS or WebSocket frames.
+//! into a [`Transport`] for [`crate::connection`], which never knows whether it reads TCP, TLS
+//! or WebSocket frames.
 
 pub(crate) mod tcp;
 
-use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
+use std::task::{Context, Poll};
 
-use tokio::io::AsyncRead;
-use tokio::net::tcp::OwnedReadHalf;
+use bytes::BytesMut;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::TcpStream;
 
-/// The read half of a client byte stream.
-pub trait ReadHalf: AsyncRead + Unpin + Send + 'static {
-    /// Completes when a read would make progress (data, end of stream or an error), without
-    /// needing a buffer, so that an idle connection holds no read buffer. A transport that
-    /// cannot tell may complete at once; the connection then simply reads.
-    fn ready(&self) -> impl Future<Output = io::Result<()>> + Send + '_;
+/// A client byte stream. Besides `AsyncRead`/`AsyncWrite` (used during the handshake), an
+/// established connection drives it by readiness: it waits for readability without holding a
+/// buffer (an idle connection holds none), and for readability and writability at once from
+/// one task, through `&self`, with poll functions that need no future state of their own.
+pub trait Transport: AsyncRead + AsyncWrite + Unpin + Send + 'static {
+    /// Ready when a read would make progress (data, end of stream or an error).
+    fn poll_read_ready(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>>;
+    /// Reads what is available without waiting; `WouldBlock` if nothing is.
+    fn try_read_buf(&self, buf: &mut BytesMut) -> io::Result<usize>;
+    /// Ready when a write would make progress.
+    fn poll_write_ready(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>>;
+    /// Writes what the socket accepts without waiting; `WouldBlock` if it accepts nothing.
+    fn try_write(&self, buf: &[u8]) -> io::Result<usize>;
 }
 
-impl ReadHalf for OwnedReadHalf {
-    fn ready(&self) -> impl Future<Output = io::Result<()>> + Send + '_ {
-        self.readable()
+impl Transport for TcpStream {
+    fn poll_read_ready(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        TcpStream::poll_read_ready(self, cx)
+    }
+    fn try_read_buf(&self, buf: &mut BytesMut) -> io::Result<usize> {
+        TcpStream::try_read_buf(self, buf)
+    }
+    fn poll_write_ready(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        TcpStream::poll_write_ready(self, cx)
+    }
+    fn try_write(&self, buf: &[u8]) -> io::Result<usize> {
+        TcpStream::try_write(self, buf)
     }
 }
 

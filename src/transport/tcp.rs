@@ -75,8 +75,7 @@ pub(crate) async fn accept_loop(
         let core2 = core.clone();
         let context = context.clone();
         core.tasks.spawn(async move {
-            let (reader, writer) = stream.into_split();
-            connection::run(core2, context, reader, writer, Some(peer)).await;
+            connection::run(core2, context, stream, Some(peer)).await;
             drop(permit);
         });
     }
