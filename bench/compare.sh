@@ -104,7 +104,8 @@ case $OUT in /*) ;; *) OUT="$PWD/$OUT" ;; esac
 TARGET_DIR=${CARGO_TARGET_DIR:-$REPO/target}
 if [ "$BUILD" = 1 ]; then
     log "cargo build --release --bins"
-    (cd "$REPO" && cargo build --release --bins)
+    (cd "$REPO" && cargo build --release --bins) ||
+        die "the release build failed (--no-build benchmarks the binaries already in target/release)"
 fi
 SERVER_BIN=$TARGET_DIR/release/mqtt-server
 BENCH_BIN=$TARGET_DIR/release/mqtt-bench
@@ -612,7 +613,10 @@ w("Every run is `mqtt-bench <scenario> ...` with `--json -q --broker-pid PID` ag
   " messages unacknowledged (`--inflight 20`, Mosquitto's default window), each QoS 0 publisher"
   " writes as fast as its socket accepts. msg/s is *delivered* messages per second at the"
   " subscribers over the delivery window (the honest figure when a broker drops: loss % beside"
-  " it). RSS is the broker's peak resident memory during the run (VmHWM of the fresh process).")
+  " it). A broker that reads publishers faster than its subscribers drain drops the excess"
+  " (max_queued_messages); one that reads them slower pushes back on them through TCP and"
+  " loses nothing, so loss shows the policy as much as the speed. RSS is the broker's peak"
+  " resident memory during the run (VmHWM of the fresh process).")
 w("")
 w("```text")
 for k, v in commands:

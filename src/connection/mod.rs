@@ -2,7 +2,7 @@
 //! connection's loop (`driver`: reading, writing, keep-alive, all in one task), what each
 //! packet does (`handler`), and the exit path (will message, session detach).
 //!
-//! The connection never knows what transport it runs on: it takes any async byte stream halves.
+//! The connection never knows what transport it runs on: it takes any [`Transport`].
 
 mod driver;
 mod handler;
