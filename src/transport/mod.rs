@@ -1,5 +1,5 @@
 //! Transports: where client byte streams come from. Each listener turns accepted connections
-//! into a [`Transport`] for [`crate::connection`], which never knows whether it reads TCP, TLS
+//! into a [`Transport`] for the `connection` module, which never knows whether it reads TCP, TLS
 //! or WebSocket frames.
 
 pub(crate) mod tcp;

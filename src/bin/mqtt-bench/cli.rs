@@ -132,7 +132,7 @@ pub struct Common {
     /// Keep-alive sent in CONNECT, in seconds (idle clients send PINGREQ at half of it).
     #[arg(long, default_value_t = 60)]
     pub keep_alive: u16,
-    /// Prefix of client identifiers and topics [default: mb-<pid>].
+    /// Prefix of client identifiers and topics [default: `mb-PID`].
     #[arg(long)]
     pub client_prefix: Option<String>,
     /// Local source addresses for client sockets, used round-robin (comma-separated), e.g.
