@@ -8,8 +8,10 @@
 use std::time::Duration;
 
 use bytes::BytesMut;
-use std::future::poll_fn;
+use std::future::{Future, poll_fn};
 use std::io::ErrorKind;
+use std::pin::Pin;
+use std::task::Poll;
 
 use tokio::io::AsyncWriteExt;
 use tokio::time::Instant;
@@ -85,7 +87,11 @@ impl<T: Transport> Driver<T> {
             client: &self.client,
             version: self.version,
             conn_id,
+            congested: None,
         };
+        // While set, reading is paused until a congested subscriber drains (boxed: rare, and
+        // an idle connection should not carry its state).
+        let mut pause: Option<Pin<Box<dyn Future<Output = ()> + Send>>> = None;
         let max_packet = core.config.limits.max_packet_size as usize;
         let mut wbuf = BytesMut::new();
         let mut wpos = 0usize;
@@ -134,6 +140,11 @@ impl<T: Transport> Driver<T> {
                 // [MQTT-3.1.2-24] any control packet keeps the connection alive.
                 last_seen = Instant::now();
             }
+            if let Some(congested) = handler.congested.take() {
+                // Backpressure towards the publisher: stop reading until the subscriber it
+                // congested catches up (bounded by CONGESTION_GRACE).
+                pause = Some(Box::pin(congested.wait_drained()));
+            }
             if self.rbuf.is_empty() {
                 // Nothing partial is buffered: release the buffer (decoded packets keep what
                 // they need) and wait for readability without one.
@@ -164,7 +175,8 @@ impl<T: Transport> Driver<T> {
             }
             // Backpressure: while the client does not take what we write, stop reading once its
             // acknowledgements pile up.
-            let paused = writing && session.control_backlog() > CONTROL_HIGH_WATER;
+            let paused =
+                pause.is_some() || (writing && session.control_backlog() > CONTROL_HIGH_WATER);
 
             tokio::select! {
                 biased;
@@ -192,6 +204,10 @@ impl<T: Transport> Driver<T> {
                 }
                 // New work, a takeover or shutdown: the checks at the top of the loop tell.
                 _ = &mut notified => {}
+                _ = poll_fn(|cx| match pause.as_mut() {
+                    Some(p) => p.as_mut().poll(cx),
+                    None => Poll::Pending,
+                }), if pause.is_some() => pause = None,
                 r = poll_fn(|cx| self.stream.poll_read_ready(cx)), if !paused => {
                     if r.is_err() {
                         break DisconnectReason::NetworkError;

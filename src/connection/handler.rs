@@ -25,6 +25,9 @@ pub(crate) struct Handler<'a> {
     pub client: &'a ClientInfo,
     pub version: ProtocolVersion,
     pub conn_id: u64,
+    /// A subscriber whose queue this connection's publishes congested: the connection pauses
+    /// reading until it drains (see [`crate::session::Enqueued::Congested`]).
+    pub congested: Option<Arc<Session>>,
 }
 
 impl Handler<'_> {
@@ -88,7 +91,10 @@ impl Handler<'_> {
                 qos,
                 retain: publish.retain,
             };
-            Self::route(self.core, self.client, draft, publish.properties);
+            if let Some(congested) = Self::route(self.core, self.client, draft, publish.properties)
+            {
+                self.congested = Some(congested);
+            }
         }
         // [MQTT-3.3.4-1] acknowledge according to the QoS of the incoming PUBLISH; a PUBLISH
         // that was refused is still acknowledged ([MQTT-3.3.5-2]).
@@ -105,19 +111,19 @@ impl Handler<'_> {
         client: &ClientInfo,
         mut draft: PublishDraft,
         properties: Option<Box<crate::codec::Properties>>,
-    ) {
+    ) -> Option<Arc<Session>> {
         if core.hooks.on_publish(client, &mut draft) == Decision::Deny {
             tracing::debug!(client_id = %client.client_id, topic = %draft.topic, "publish denied by hook");
-            return;
+            return None;
         }
         if topic::validate_topic_name(&draft.topic).is_err() {
             tracing::warn!(client_id = %client.client_id, topic = %draft.topic, "publish hook produced an invalid topic; dropped");
-            return;
+            return None;
         }
         if draft.topic.starts_with("$SYS/") || &*draft.topic == "$SYS" {
             // `$SYS` belongs to the broker: clients may not publish into it.
             tracing::debug!(client_id = %client.client_id, topic = %draft.topic, "publish to $SYS dropped");
-            return;
+            return None;
         }
         let retain = draft.retain && core.config.mqtt.retain_available;
         let message = Arc::new(Message {
@@ -130,7 +136,7 @@ impl Handler<'_> {
         if retain {
             core.router.retain(&message);
         }
-        core.router.route(&message, &core.metrics);
+        core.router.route(&message, &core.metrics)
     }
 
     /// Publishes a client's will ([MQTT-3.1.2-8]), through the same hook and routing as a

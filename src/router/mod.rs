@@ -18,7 +18,7 @@ use smallvec::SmallVec;
 use crate::codec::{QoS, SubscriptionOptions};
 use crate::message::{Message, SharedMessage};
 use crate::metrics::Metrics;
-use crate::session::Session;
+use crate::session::{Enqueued, Session};
 use retained::RetainedTree;
 use tree::SubscriptionTree;
 
@@ -46,8 +46,9 @@ impl Router {
 
     /// Delivers `message` to every session with a matching subscription, once per session at the
     /// highest QoS any of its matching subscriptions granted ([MQTT-3.3.5-1]), capped by the
-    /// published QoS. Returns the number of sessions it was queued for.
-    pub fn route(&self, message: &SharedMessage, metrics: &Metrics) -> usize {
+    /// published QoS. Returns a subscriber whose queue is congested, if any: the publisher
+    /// should pause (see [`Enqueued::Congested`]).
+    pub fn route(&self, message: &SharedMessage, metrics: &Metrics) -> Option<Arc<Session>> {
         let tree = self.subscriptions.read();
         // Inline room for the common case: no heap allocation per PUBLISH below 16 matches.
         let mut matched: SmallVec<[(u64, &Subscriber); 16]> = SmallVec::new();
@@ -58,15 +59,17 @@ impl Router {
                 .sort_unstable_by(|a, b| a.0.cmp(&b.0).then(b.1.options.qos.cmp(&a.1.options.qos)));
             matched.dedup_by_key(|m| m.0);
         }
-        let mut delivered = 0;
+        let mut congested = None;
         for (_, sub) in &matched {
             let qos = message.qos.min(sub.options.qos);
             // [MQTT-3.3.1-9] the retain flag is 0 on delivery to an established subscription.
-            if sub.session.enqueue(message, qos, false, metrics) {
-                delivered += 1;
+            if sub.session.enqueue(message, qos, false, metrics) == Enqueued::Congested
+                && congested.is_none()
+            {
+                congested = Some(sub.session.clone());
             }
         }
-        delivered
+        congested
     }
 
     /// Applies a PUBLISH with the RETAIN flag to the store: a non-empty payload replaces the

@@ -11,6 +11,7 @@ pub mod inflight;
 pub mod registry;
 
 use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::Arc;
 
 use bytestring::ByteString;
 use parking_lot::Mutex;
@@ -86,6 +87,9 @@ pub struct SessionState {
     pub resend_inflight: bool,
     /// Messages dropped because the queue was full.
     pub dropped: u64,
+    /// Since when the queue of this online session has stood above half of
+    /// `max_queued_messages` (publishers then pause, see [`Enqueued::Congested`]).
+    pub congested_since: Option<std::time::Instant>,
     limits: QueueLimits,
 }
 
@@ -100,6 +104,38 @@ pub struct Session {
     pub state: Mutex<SessionState>,
     /// Wakes the writer of the connection serving this session.
     pub notify: Notify,
+    /// Wakes publishers paused because this session's queue was congested, once it drains.
+    pub drained: Notify,
+}
+
+/// How long publishers wait for a congested subscriber before treating it as a slow consumer
+/// whose overflow is dropped rather than waited for.
+pub const CONGESTION_GRACE: std::time::Duration = std::time::Duration::from_millis(500);
+
+/// The outcome of [`Session::enqueue`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Enqueued {
+    /// Queued.
+    Queued,
+    /// Queued, but the client's queue is over half full: the publisher should pause reading
+    /// until it drains ([`Session::wait_drained`]), so that a burst slows publishers down
+    /// rather than overflowing the queue and losing messages. A consumer that stays congested
+    /// for [`CONGESTION_GRACE`] no longer pauses publishers: its overflow is dropped instead,
+    /// so one stuck client cannot stall the others.
+    Congested,
+    /// Dropped: the queue is full, or QoS 0 for an offline client.
+    Dropped,
+}
+
+impl SessionState {
+    /// Ends a congestion episode once the queue is back under a quarter of its bound, waking
+    /// the publishers that paused for it.
+    fn release_drained(&mut self, drained: &Notify) {
+        if self.congested_since.is_some() && self.pending.len() < self.limits.max_queued / 4 {
+            self.congested_since = None;
+            drained.notify_waiters();
+        }
+    }
 }
 
 impl Session {
@@ -119,9 +155,11 @@ impl Session {
                 discarded: false,
                 resend_inflight: false,
                 dropped: 0,
+                congested_since: None,
                 limits,
             }),
             notify: Notify::new(),
+            drained: Notify::new(),
         }
     }
 
@@ -135,11 +173,11 @@ impl Session {
         qos: QoS,
         retain: bool,
         metrics: &Metrics,
-    ) -> bool {
+    ) -> Enqueued {
         let mut st = self.state.lock();
         let online = st.connection.is_some();
         if !online && qos == QoS::AtMostOnce && !st.limits.queue_qos0_offline {
-            return false;
+            return Enqueued::Dropped;
         }
         if st.pending.len() >= st.limits.max_queued {
             st.dropped += 1;
@@ -155,31 +193,43 @@ impl Session {
                     "queue full (max_queued_messages): dropping new messages for this client"
                 );
             }
-            return false;
+            return Enqueued::Dropped;
         }
+        // Wake the connection only when its queue goes from empty to non-empty: with work
+        // queued it is awake already (or waiting for window room, which its own acks make),
+        // and it drains the whole queue before waiting again. One wake-up per burst, not per
+        // message.
+        let wake = online && st.pending.is_empty();
         st.pending.push_back(Outgoing {
             message: message.clone(),
             qos,
             retain,
         });
+        let mut outcome = Enqueued::Queued;
+        if online && st.pending.len() >= st.limits.max_queued / 2 {
+            let now = std::time::Instant::now();
+            let since = *st.congested_since.get_or_insert(now);
+            if now.duration_since(since) < CONGESTION_GRACE {
+                outcome = Enqueued::Congested;
+            }
+        }
         drop(st);
-        if online {
+        if wake {
             self.notify.notify_one();
         }
-        true
+        outcome
     }
 
     /// Queues a control packet for connection `conn`; dropped if `conn` no longer serves this
     /// session (an acknowledgement meant for a connection that was taken over must not reach
-    /// its successor).
+    /// its successor). Only that connection's own task calls this, and it takes its outbound
+    /// queue before waiting again, so no wake-up is needed (nor are there any in the ack
+    /// handlers below).
     pub fn send_control(&self, conn: u64, packet: Packet) {
         let mut st = self.state.lock();
-        if st.connection != Some(conn) {
-            return;
+        if st.connection == Some(conn) {
+            st.control.push_back(packet);
         }
-        st.control.push_back(packet);
-        drop(st);
-        self.notify.notify_one();
     }
 
     /// Moves what the writer of connection `conn` should send next into `out`, in order:
@@ -192,6 +242,10 @@ impl Session {
             return false;
         }
         out.extend(st.control.drain(..).map(Outbound::Packet));
+        if st.control.capacity() > 64 {
+            // Give back what a burst of acknowledgements grew.
+            st.control = VecDeque::new();
+        }
         if st.resend_inflight {
             st.resend_inflight = false;
             // [MQTT-4.4.0-1] on reconnect with Clean Session 0, re-send unacknowledged PUBLISH
@@ -210,6 +264,10 @@ impl Session {
                     },
                 });
             }
+        }
+        if st.pending.is_empty() && st.pending.capacity() > 64 {
+            // Likewise for a burst of messages, once it has been sent.
+            st.pending = VecDeque::new();
         }
         while out.len() < max_items {
             let Some(front) = st.pending.front() else {
@@ -258,6 +316,7 @@ impl Session {
                 dup: false,
             });
         }
+        st.release_drained(&self.drained);
         true
     }
 
@@ -268,26 +327,14 @@ impl Session {
         if st.connection != Some(conn) {
             return None;
         }
-        st.pending.pop_front()
-    }
-
-    /// Releases queue memory left over from a burst once the queues are empty.
-    pub fn shrink_if_idle(&self) {
-        let mut st = self.state.lock();
-        if st.pending.is_empty() && st.pending.capacity() > 64 {
-            st.pending = VecDeque::new();
-        }
-        if st.control.is_empty() && st.control.capacity() > 64 {
-            st.control = VecDeque::new();
-        }
+        let next = st.pending.pop_front();
+        st.release_drained(&self.drained);
+        next
     }
 
     /// Handles PUBACK from the client.
     pub fn on_puback(&self, id: PacketId) {
-        let freed = self.state.lock().inflight.puback(id);
-        if freed {
-            self.notify.notify_one();
-        }
+        self.state.lock().inflight.puback(id);
     }
 
     /// Handles PUBREC from the client: answers PUBREL ([MQTT-4.3.3-1]). A PUBREC for an unknown
@@ -298,16 +345,11 @@ impl Session {
         if st.connection == Some(conn) {
             st.control.push_back(Packet::PubRel(Ack::new(id)));
         }
-        drop(st);
-        self.notify.notify_one();
     }
 
     /// Handles PUBCOMP from the client.
     pub fn on_pubcomp(&self, id: PacketId) {
-        let freed = self.state.lock().inflight.pubcomp(id);
-        if freed {
-            self.notify.notify_one();
-        }
+        self.state.lock().inflight.pubcomp(id);
     }
 
     /// Records an inbound QoS 2 PUBLISH. Returns true the first time this packet id is seen
@@ -363,6 +405,9 @@ impl Session {
         }
         st.connection = None;
         st.control.clear();
+        if st.congested_since.take().is_some() {
+            self.drained.notify_waiters();
+        }
         if !st.limits.queue_qos0_offline {
             st.pending.retain(|o| o.qos != QoS::AtMostOnce);
         }
@@ -387,6 +432,28 @@ impl Session {
     /// yet been sent, typically because it does not read its socket).
     pub fn control_backlog(&self) -> usize {
         self.state.lock().control.len()
+    }
+
+    /// Whether publishers should still wait for this session's queue to drain.
+    pub fn is_congested(&self) -> bool {
+        self.state.lock().congested_since.is_some()
+    }
+
+    /// Waits until this session's queue has drained below a quarter of its bound, the session
+    /// goes offline, or [`CONGESTION_GRACE`] has passed.
+    pub async fn wait_drained(self: Arc<Self>) {
+        let _ = tokio::time::timeout(CONGESTION_GRACE, async {
+            loop {
+                let drained = self.drained.notified();
+                tokio::pin!(drained);
+                drained.as_mut().enable();
+                if !self.is_congested() {
+                    return;
+                }
+                drained.await;
+            }
+        })
+        .await;
     }
 
     /// Whether a connection currently serves this session.
