@@ -141,3 +141,67 @@ async fn inbound_qos2_state_survives_a_reconnect() {
     sub.assert_no_publish(&b.broker).await;
     b.stop().await;
 }
+
+#[tokio::test]
+async fn a_burst_into_a_small_queue_slows_the_publisher_instead_of_dropping() {
+    let mut config = test_config();
+    config.limits.max_queued_messages = 10;
+    let b = TestBroker::start_with(config).await;
+    let mut sub = RawClient::connect(b.addr, "reader").await;
+    sub.subscribe(1, &[("burst", QoS::AtLeastOnce)]).await;
+    let mut publ = RawClient::connect(b.addr, "burster").await;
+    // 500 QoS 1 messages pipelined without waiting for a single PUBACK: far more than the
+    // subscriber's queue holds at once.
+    let mut out = bytes::BytesMut::new();
+    for i in 1..=500u16 {
+        let packet = publish("burst", &i.to_string(), QoS::AtLeastOnce, false, Some(i));
+        mqtt_server::codec::encode(&packet, publ.version, &mut out).expect("encodable");
+    }
+    publ.send_bytes(&out).await;
+    for i in 1..=500 {
+        let p = sub.recv_publish().await;
+        assert_eq!(p.payload, i.to_string(), "every message arrives, in order");
+        sub.send(Packet::PubAck(Ack::new(p.packet_id.expect("id"))))
+            .await;
+    }
+    assert_eq!(
+        b.broker.metrics().messages_dropped,
+        0,
+        "the publisher was slowed, nothing dropped"
+    );
+    b.stop().await;
+}
+
+#[tokio::test]
+async fn a_stuck_subscriber_does_not_stall_the_others() {
+    let mut config = test_config();
+    config.limits.max_queued_messages = 10;
+    let b = TestBroker::start_with(config).await;
+    // Subscribes, then never reads again (and never acknowledges).
+    let mut stuck = RawClient::connect(b.addr, "stuck").await;
+    stuck.subscribe(1, &[("news", QoS::AtLeastOnce)]).await;
+    let mut healthy = RawClient::connect(b.addr, "healthy").await;
+    healthy.subscribe(1, &[("news", QoS::AtLeastOnce)]).await;
+    let mut publ = RawClient::connect(b.addr, "newsroom").await;
+    for i in 1..=300u16 {
+        publ.send(publish(
+            "news",
+            &i.to_string(),
+            QoS::AtLeastOnce,
+            false,
+            Some(i),
+        ))
+        .await;
+    }
+    for i in 1..=300 {
+        let p = healthy.recv_publish().await;
+        assert_eq!(p.payload, i.to_string());
+        healthy
+            .send(Packet::PubAck(Ack::new(p.packet_id.expect("id"))))
+            .await;
+    }
+    // The stuck client's overflow was dropped (after the congestion grace), and counted.
+    assert!(b.broker.metrics().messages_dropped > 0);
+    drop(stuck);
+    b.stop().await;
+}

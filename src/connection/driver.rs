@@ -115,12 +115,16 @@ impl<T: Transport> Driver<T> {
             // Handle everything already buffered (clients may pipeline packets).
             let mut handled = false;
             let mut ended = None;
-            loop {
+            while pause.is_none() {
                 match codec::decode(&mut self.rbuf, self.version, max_packet) {
                     Ok(Some(packet)) => {
                         handled = true;
                         if let Err(reason) = handler.handle(packet) {
                             ended = Some(reason);
+                            break;
+                        }
+                        if handler.congested.is_some() {
+                            // Leave the rest of the buffer until the subscriber catches up.
                             break;
                         }
                     }
