@@ -15,6 +15,8 @@ pub struct Metrics {
     pub(crate) messages_dropped: AtomicU64,
     pub(crate) bytes_received: AtomicU64,
     pub(crate) bytes_sent: AtomicU64,
+    /// Second (since the Unix epoch) of the last "queue full" warning.
+    last_drop_warning: AtomicU64,
 }
 
 /// A point-in-time copy of the counters.
@@ -47,6 +49,19 @@ impl Metrics {
 
     pub(crate) fn inc(counter: &AtomicU64) {
         counter.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// True at most once per second: whether a "queue full" warning may be logged now.
+    pub(crate) fn drop_warning_due(&self) -> bool {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        let last = self.last_drop_warning.load(Ordering::Relaxed);
+        last != now
+            && self
+                .last_drop_warning
+                .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
     }
 
     pub(crate) fn dec(counter: &AtomicU64) {

@@ -184,13 +184,13 @@ impl Session {
             let dropped = st.dropped;
             drop(st);
             Metrics::inc(&metrics.messages_dropped);
-            // Logged at the first drop and then every 1000th, so a flood cannot flood the log.
-            if dropped % 1000 == 1 {
+            // At most one line per second for the whole broker, so a flood cannot flood the log.
+            if metrics.drop_warning_due() {
                 tracing::warn!(
                     client_id = %self.client_id,
-                    dropped,
-                    max_queued = self.state.lock().limits.max_queued,
-                    "queue full (max_queued_messages): dropping new messages for this client"
+                    dropped_for_this_client = dropped,
+                    dropped_in_total = metrics.snapshot().messages_dropped,
+                    "queue full (max_queued_messages): dropping new messages for slow or offline clients"
                 );
             }
             return Enqueued::Dropped;
