@@ -456,8 +456,4 @@ impl Session {
         .await;
     }
 
-    /// Whether a connection currently serves this session.
-    pub fn is_connected(&self) -> bool {
-        self.state.lock().connection.is_some()
-    }
 }
