@@ -455,5 +455,4 @@ impl Session {
         })
         .await;
     }
-
 }
