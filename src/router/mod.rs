@@ -106,7 +106,9 @@ impl Router {
         if st.discarded {
             return false;
         }
-        st.subscriptions.insert(filter.clone(), options);
+        st.subscriptions
+            .get_or_insert_with(Box::default)
+            .insert(filter.clone(), options);
         drop(st);
         tree.insert(
             filter,
@@ -122,7 +124,9 @@ impl Router {
     /// Removes the subscription of `session` to `filter`; returns whether it existed.
     pub fn unsubscribe(&self, session: &Arc<Session>, filter: &str) -> bool {
         let mut tree = self.subscriptions.write();
-        session.state.lock().subscriptions.remove(filter);
+        if let Some(subs) = session.state.lock().subscriptions.as_mut() {
+            subs.remove(filter);
+        }
         tree.remove(filter, &session.key).is_some()
     }
 

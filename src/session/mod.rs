@@ -70,7 +70,9 @@ pub struct SessionState {
     /// Clean Session: discard everything when the connection ends.
     pub clean: bool,
     /// Subscriptions held, filter → options granted.
-    pub subscriptions: HashMap<ByteString, SubscriptionOptions>,
+    /// (Boxed and created on first use: most sessions hold none or few, and an idle
+    /// connection should not pay for an empty map.)
+    pub subscriptions: Option<Box<HashMap<ByteString, SubscriptionOptions>>>,
     /// Control packets for the connected client, sent before queued messages.
     pub control: VecDeque<Packet>,
     /// Messages not yet sent.
@@ -78,7 +80,8 @@ pub struct SessionState {
     /// Outbound QoS 1/2 deliveries awaiting acknowledgement.
     pub inflight: Inflight,
     /// Inbound QoS 2 packet ids received and not yet released by PUBREL ([MQTT-4.3.3-2]).
-    pub inbound_qos2: HashSet<PacketId>,
+    /// (Boxed, created on first use and released when empty, like `subscriptions`.)
+    pub inbound_qos2: Option<Box<HashSet<PacketId>>>,
     /// Id of the connection serving this session, if any.
     pub connection: Option<u64>,
     /// Set once the session is discarded: no subscription may be added any more.
@@ -146,11 +149,11 @@ impl Session {
             client_id,
             state: Mutex::new(SessionState {
                 clean,
-                subscriptions: HashMap::new(),
+                subscriptions: None,
                 control: VecDeque::new(),
                 pending: VecDeque::new(),
                 inflight: Inflight::default(),
-                inbound_qos2: HashSet::new(),
+                inbound_qos2: None,
                 connection: None,
                 discarded: false,
                 resend_inflight: false,
@@ -356,12 +359,22 @@ impl Session {
     /// (route the message), false for a re-delivery before PUBREL ([MQTT-4.3.3-2]: the
     /// message must not be delivered onwards a second time).
     pub fn inbound_qos2_first(&self, id: PacketId) -> bool {
-        self.state.lock().inbound_qos2.insert(id)
+        self.state
+            .lock()
+            .inbound_qos2
+            .get_or_insert_with(Box::default)
+            .insert(id)
     }
 
     /// Handles PUBREL: releases the packet id ([MQTT-4.3.3-2]).
     pub fn inbound_qos2_release(&self, id: PacketId) {
-        self.state.lock().inbound_qos2.remove(&id);
+        let mut st = self.state.lock();
+        if let Some(ids) = st.inbound_qos2.as_mut() {
+            ids.remove(&id);
+            if ids.is_empty() {
+                st.inbound_qos2 = None;
+            }
+        }
     }
 
     /// Attaches connection `conn`. Control packets queued for an earlier connection are
@@ -424,8 +437,11 @@ impl Session {
         st.discarded = true;
         st.pending.clear();
         st.inflight.clear();
-        st.inbound_qos2.clear();
-        st.subscriptions.drain().map(|(filter, _)| filter).collect()
+        st.inbound_qos2 = None;
+        st.subscriptions
+            .take()
+            .map(|subs| subs.into_keys().collect())
+            .unwrap_or_default()
     }
 
     /// Number of control packets waiting for the writer (acknowledgements the client has not
