@@ -105,6 +105,9 @@ impl Hooks for TestHooks {
         if publish.topic.starts_with("secret/") {
             return Decision::Deny;
         }
+        if &*publish.topic == "rewrite/invalid" {
+            publish.topic = "not/a/+/topic/name".into();
+        }
         if &*publish.topic == "rewrite/me" {
             publish.topic = "rewritten".into();
             publish.payload = "changed".into();
@@ -157,6 +160,15 @@ async fn hooks_decide_on_connect_publish_and_subscribe() {
     .await;
     // [MQTT-3.3.5-2] a refused PUBLISH is still acknowledged.
     assert!(matches!(publ.recv().await, Some(Packet::PubAck(_))));
+    // A hook that rewrites a topic into an invalid one gets the message dropped.
+    publ.send(publish(
+        "rewrite/invalid",
+        "x",
+        QoS::AtMostOnce,
+        false,
+        None,
+    ))
+    .await;
     publ.send(publish("rewrite/me", "orig", QoS::AtMostOnce, false, None))
         .await;
     let p = sub.recv_publish().await;

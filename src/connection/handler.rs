@@ -112,11 +112,15 @@ impl Handler<'_> {
         mut draft: PublishDraft,
         properties: Option<Box<crate::codec::Properties>>,
     ) -> Option<Arc<Session>> {
+        // The codec validated the topic; only a topic the hook replaced needs checking again.
+        let decoded_topic = (draft.topic.as_ptr(), draft.topic.len());
         if core.hooks.on_publish(client, &mut draft) == Decision::Deny {
             tracing::debug!(client_id = %client.client_id, topic = %draft.topic, "publish denied by hook");
             return None;
         }
-        if topic::validate_topic_name(&draft.topic).is_err() {
+        if (draft.topic.as_ptr(), draft.topic.len()) != decoded_topic
+            && topic::validate_topic_name(&draft.topic).is_err()
+        {
             tracing::warn!(client_id = %client.client_id, topic = %draft.topic, "publish hook produced an invalid topic; dropped");
             return None;
         }
