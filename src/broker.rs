@@ -11,6 +11,8 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::auth::credentials::Credentials;
+use crate::auth::enhanced::{Authenticator, Authenticators};
+use crate::auth::scram::ScramSha256;
 use crate::config::Config;
 use crate::hooks::{Hooks, NoHooks};
 use crate::local_client::LocalClient;
@@ -48,6 +50,9 @@ pub(crate) struct BrokerCore {
     pub router: Router,
     pub sessions: SessionRegistry,
     pub credentials: Credentials,
+    pub authenticators: parking_lot::RwLock<Authenticators>,
+    /// The built-in SCRAM-SHA-256 method's user store (fed by `add_credentials`).
+    pub scram: Arc<ScramSha256>,
     pub hooks: Arc<dyn Hooks>,
     pub metrics: Metrics,
     pub shutdown: CancellationToken,
@@ -58,6 +63,11 @@ pub(crate) struct BrokerCore {
 }
 
 impl BrokerCore {
+    /// The enhanced-authentication method `method`, if the broker offers it.
+    pub fn authenticator(&self, method: &str) -> Option<Arc<dyn Authenticator>> {
+        self.authenticators.read().get(method)
+    }
+
     /// A fresh id for a connection (or an in-process client).
     pub fn next_connection_id(&self) -> u64 {
         self.next_connection.fetch_add(1, Ordering::Relaxed)
@@ -100,12 +110,18 @@ impl Broker {
         let slots = Arc::new(Semaphore::new(
             config.limits.max_connections.min(Semaphore::MAX_PERMITS),
         ));
+        let router = Router::new(config.mqtt.shared_subscription_strategy);
+        let scram = Arc::new(ScramSha256::new());
+        let mut authenticators = Authenticators::default();
+        authenticators.add(scram.clone());
         Broker {
             core: Arc::new(BrokerCore {
                 config,
-                router: Router::new(),
+                router,
                 sessions: SessionRegistry::default(),
                 credentials: Credentials::default(),
+                authenticators: parking_lot::RwLock::new(authenticators),
+                scram,
                 hooks: Arc::new(hooks),
                 metrics: Metrics::default(),
                 shutdown: CancellationToken::new(),
@@ -170,8 +186,22 @@ impl Broker {
 
     /// Adds (or replaces) a user; the password is stored as a salted PBKDF2-SHA512 hash, never
     /// in clear. Once any user exists, a client that sends a user name must match it.
+    ///
+    /// The same user can also log in with MQTT 5 enhanced authentication, method
+    /// `SCRAM-SHA-256` (which stores its own salted keys, never the password) — provided the
+    /// user name and password are printable ASCII (SCRAM's SASLprep is not implemented).
     pub fn add_credentials(&self, username: &str, password: &str) {
         self.core.credentials.add(username, password);
+        if let Err(e) = self.core.scram.add_user(username, password) {
+            tracing::debug!(%username, error = %e, "user not available to SCRAM-SHA-256");
+        }
+    }
+
+    /// Offers an MQTT 5 enhanced-authentication method (MQTT 5.0 section 4.12) to clients whose
+    /// CONNECT names it; replaces a method of the same name (including the built-in
+    /// `SCRAM-SHA-256`).
+    pub fn add_authenticator(&self, authenticator: Arc<dyn Authenticator>) {
+        self.core.authenticators.write().add(authenticator);
     }
 
     /// An in-process client: publish and subscribe from the embedding program without a

@@ -78,6 +78,42 @@ pub struct MqttConfig {
     pub queue_qos0_messages: bool,
     /// Store retained messages. Default true.
     pub retain_available: bool,
+    /// Longest keep-alive a client may ask for, in seconds (1 to 65535). MQTT 5 clients asking
+    /// for more, or for 0, are told this value as Server Keep Alive; MQTT 3.1/3.1.1 clients
+    /// asking for more are refused (identifier rejected), as Mosquitto does. Default 65535.
+    pub max_keepalive: u16,
+    /// Session Expiry Interval in seconds: the default for MQTT 3.1.1 clients with Clean
+    /// Session 0, and the maximum granted to MQTT 5 clients. 4294967295 means never.
+    /// Default 4294967295 (sessions persist until the client cleans them, as in Mosquitto).
+    pub session_expiry_interval: u32,
+    /// Topic aliases an MQTT 5 client may use towards the broker (Topic Alias Maximum in
+    /// CONNACK; 0 disables them). Default 10.
+    pub topic_alias_maximum: u16,
+    /// Assign topic aliases on messages sent to MQTT 5 clients that allow them. Default true.
+    pub assign_topic_aliases: bool,
+    /// QoS 2 messages an MQTT 5 client may have unreleased at once (Receive Maximum in
+    /// CONNACK, 1 to 65535). Default 65535.
+    pub receive_maximum: u16,
+    /// Highest QoS the broker accepts and grants (0, 1 or 2). Default 2.
+    pub maximum_qos: u8,
+    /// How a shared subscription picks the member that gets a message.
+    pub shared_subscription_strategy: SharedStrategy,
+}
+
+/// How a shared subscription (`$share/{group}/{filter}`) picks the member that receives a
+/// message. Online members are always preferred over offline ones.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SharedStrategy {
+    /// Each member in turn (the default).
+    #[default]
+    RoundRobin,
+    /// A member chosen at random.
+    Random,
+    /// The same member for every message of one publisher (hash of its client id).
+    HashClientId,
+    /// The same member for every message of one topic (hash of the topic name).
+    HashTopic,
 }
 
 impl Default for Config {
@@ -113,6 +149,13 @@ impl Default for MqttConfig {
             auto_id_prefix: "auto-".to_owned(),
             queue_qos0_messages: false,
             retain_available: true,
+            max_keepalive: u16::MAX,
+            session_expiry_interval: u32::MAX,
+            topic_alias_maximum: 10,
+            assign_topic_aliases: true,
+            receive_maximum: u16::MAX,
+            maximum_qos: 2,
+            shared_subscription_strategy: SharedStrategy::RoundRobin,
         }
     }
 }
@@ -295,6 +338,28 @@ impl MqttConfig {
                 origin,
                 KEY,
                 format!("must not contain the character U+0000, got {prefix:?}"),
+            ));
+        }
+        if self.max_keepalive < 1 {
+            return Err(ConfigError::key(
+                origin,
+                "mqtt.max_keepalive",
+                "must be between 1 and 65535, got 0",
+            ));
+        }
+        // MQTT 5.0 §3.2.2.3.3: a Receive Maximum of 0 is a Protocol Error.
+        if self.receive_maximum < 1 {
+            return Err(ConfigError::key(
+                origin,
+                "mqtt.receive_maximum",
+                "must be between 1 and 65535, got 0",
+            ));
+        }
+        if self.maximum_qos > 2 {
+            return Err(ConfigError::key(
+                origin,
+                "mqtt.maximum_qos",
+                format!("must be 0, 1 or 2, got {}", self.maximum_qos),
             ));
         }
         Ok(())

@@ -87,6 +87,9 @@ pub struct PublishDraft {
 pub enum DisconnectReason {
     /// The client sent DISCONNECT.
     ClientDisconnect,
+    /// The client sent DISCONNECT with reason 0x04, asking for its will to be published
+    /// (MQTT 5).
+    ClientDisconnectWithWill,
     /// The connection dropped or failed.
     NetworkError,
     /// Nothing was received within 1.5 × keep-alive.

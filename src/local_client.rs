@@ -46,12 +46,12 @@ impl LocalClient {
         };
         let opened = core
             .sessions
-            .open(&ByteString::from(client_id), true, limits);
+            .open(&ByteString::from(client_id), true, 0, limits);
         if let Some(old) = &opened.discarded {
             core.router.remove_session(old);
         }
         let conn_id = core.next_connection_id();
-        opened.session.attach(conn_id);
+        opened.session.attach(conn_id, u16::MAX);
         Metrics::inc(&core.metrics.connections_current);
         LocalClient {
             core,
@@ -76,11 +76,16 @@ impl LocalClient {
     ) -> Result<(), TopicError> {
         topic::validate_topic_name(topic)?;
         Metrics::inc(&self.core.metrics.messages_received);
-        let message = Arc::new(Message::new(topic, payload, qos, retain));
+        let message = Arc::new(Message {
+            publisher: self.session.key,
+            ..Message::new(topic, payload, qos, retain)
+        });
         if retain && self.core.config.mqtt.retain_available {
             self.core.router.retain(&message);
         }
-        self.core.router.route(&message, &self.core.metrics);
+        self.core
+            .router
+            .route(&message, &self.session.client_id, &self.core.metrics);
         Ok(())
     }
 
@@ -98,11 +103,12 @@ impl LocalClient {
         if self
             .core
             .router
-            .subscribe(&self.session, &ByteString::from(filter), options)
+            .subscribe(&self.session, &ByteString::from(filter), options, 0)
+            .is_some()
         {
             self.core
                 .router
-                .send_retained(&self.session, filter, qos, &self.core.metrics);
+                .send_retained(&self.session, filter, qos, 0, &self.core.metrics);
         }
         Ok(())
     }

@@ -2301,7 +2301,7 @@ async fn subscribe_payload_violations_close_without_suback() {
 
 #[tokio::test]
 async fn every_subscribe_is_answered_with_one_suback_with_one_code_per_filter() {
-    let b = TestBroker::start().await;
+    let b = TestBroker::start_with_hooks(test_config(), DenyPrefix).await;
     let mut c = RawClient::connect(b.addr, "subs").await;
     let names: Vec<String> = (0..10).map(|i| format!("f/{i}")).collect();
     let filters: Vec<(&[u8], u8)> = names
@@ -2317,13 +2317,13 @@ async fn every_subscribe_is_answered_with_one_suback_with_one_code_per_filter() 
         expected,
         "[MQTT-3.8.4-1] one SUBACK / [MQTT-3.8.4-5] one return code per filter"
     );
-    // A refused filter (shared subscriptions are refused until issue 4) still gets a SUBACK.
-    c.send_bytes(&subscribe_raw(0x82, 2, &[(b"$share/g/a", 1)]))
+    // A refused filter (the hook denies `denied/...`) still gets a SUBACK.
+    c.send_bytes(&subscribe_raw(0x82, 2, &[(b"denied/a", 1)]))
         .await;
     assert_eq!(
         next_raw(&mut c, "SUBACK").await,
         [0x90, 0x03, 0x00, 0x02, 0x80],
-        "[MQTT-3.8.4-1] / [MQTT-3.8.4-5] failure code 0x80 for a refused filter (policy: shared subscriptions)"
+        "[MQTT-3.8.4-1] / [MQTT-3.8.4-5] failure code 0x80 for a refused filter"
     );
     assert_eq!(
         b.broker.subscription_count(),
@@ -2449,14 +2449,14 @@ async fn multi_filter_subscribe_is_handled_like_separate_subscribes() {
 
 #[tokio::test]
 async fn suback_return_codes_are_only_0_1_2_or_0x80() {
-    let b = TestBroker::start().await;
+    let b = TestBroker::start_with_hooks(test_config(), DenyPrefix).await;
     let mut c = RawClient::connect(b.addr, "codes").await;
     c.send_bytes(&subscribe_raw(
         0x82,
         1,
         &[
             (b"a", 0),
-            (b"$share/g/b", 2),
+            (b"denied/b", 2),
             (b"c", 2),
             (b"d", 1),
             (b"#", 2),
@@ -3460,9 +3460,9 @@ async fn mqtt_3_1_connack_never_has_session_present() {
 
 #[tokio::test]
 async fn mqtt_3_1_refused_subscription_gets_0x80() {
-    let b = TestBroker::start().await;
+    let b = TestBroker::start_with_hooks(test_config(), DenyPrefix).await;
     let mut c = connect_v31(&b, &connect31(CLEAN, &field(b"c"))).await;
-    c.send_bytes(&subscribe_raw(0x82, 1, &[(b"$share/g/x", 1), (b"x", 1)]))
+    c.send_bytes(&subscribe_raw(0x82, 1, &[(b"denied/x", 1), (b"x", 1)]))
         .await;
     assert_eq!(
         next_raw(&mut c, "SUBACK").await,

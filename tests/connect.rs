@@ -199,7 +199,7 @@ async fn wrong_password_gets_0x04_and_anonymous_refused_gets_0x05() {
 }
 
 #[tokio::test]
-async fn mqtt5_is_refused_with_0x84_until_it_is_supported() {
+async fn mqtt5_connect_is_accepted_with_the_servers_capabilities_in_connack() {
     let b = TestBroker::start().await;
     let mut c = RawClient::open(b.addr).await;
     c.version = ProtocolVersion::V5;
@@ -207,9 +207,31 @@ async fn mqtt5_is_refused_with_0x84_until_it_is_supported() {
     connect.protocol = ProtocolVersion::V5;
     c.send(Packet::Connect(Box::new(connect))).await;
     match c.recv().await {
-        Some(Packet::ConnAck(a)) => assert_eq!(a.code, 0x84, "unsupported protocol version"),
-        other => panic!("expected CONNACK 0x84, got {other:?}"),
+        Some(Packet::ConnAck(a)) => {
+            assert_eq!(a.code, 0, "[MQTT-3.1.4-5] accepted with 0x00");
+            assert!(!a.session_present, "[MQTT-3.2.2-2] clean start: no session");
+            let p = a.properties.expect("CONNACK properties");
+            assert_eq!(
+                p.maximum_packet_size,
+                Some(1024 * 1024),
+                "our maximum packet size"
+            );
+            assert_eq!(p.topic_alias_maximum, Some(10), "topic aliases accepted");
+            assert_eq!(p.shared_subscription_available, Some(1));
+            assert_eq!(p.wildcard_subscription_available, Some(1));
+            assert_eq!(p.subscription_identifier_available, Some(1));
+            assert_eq!(
+                p.assigned_client_identifier, None,
+                "the client chose its id"
+            );
+            assert_eq!(p.server_keep_alive, None, "its keep-alive is accepted");
+            assert_eq!(
+                p.session_expiry_interval, None,
+                "the expiry it asked for (0)"
+            );
+        }
+        other => panic!("expected CONNACK, got {other:?}"),
     }
-    c.expect_closed().await;
+    c.ping_barrier().await;
     b.stop().await;
 }

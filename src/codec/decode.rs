@@ -46,6 +46,14 @@ pub fn decode(
     decode_body(first, body, version).map(Some)
 }
 
+/// The total length (fixed header included) of the packet at the start of `buf`, read from its
+/// fixed header; `None` if the header is incomplete or invalid. For the sender's own encoded
+/// packets (to find packet boundaries in a write buffer).
+pub fn frame_len(buf: &[u8]) -> Option<usize> {
+    let (remaining, header_len) = remaining_length(buf).ok()??;
+    Some(header_len + remaining)
+}
+
 /// Checks the first byte of the fixed header: packet type and flags
 /// ([MQTT-2.2.2-1], [MQTT-2.2.2-2]).
 fn check_first_byte(first: u8, version: ProtocolVersion) -> Result<(), DecodeError> {

@@ -23,7 +23,7 @@ mod topic_rules;
 #[cfg(test)]
 mod tests;
 
-pub use decode::decode;
+pub use decode::{decode, frame_len};
 pub use encode::{encode, encoded_len};
 pub use error::{DecodeError, EncodeError};
 pub use packet::*;

@@ -19,11 +19,11 @@ use tokio::time::Instant;
 use std::sync::Arc;
 
 use super::finish;
-use super::handler::Handler;
+use super::handler::{Close, Handler};
 use super::outbound::encode_batch;
+use super::v5::{InboundV5, OutboundV5};
 use crate::broker::BrokerCore;
-use crate::codec::LastWill;
-use crate::codec::{self, ProtocolVersion};
+use crate::codec::{self, Disconnect, LastWill, Packet, ProtocolVersion};
 use crate::hooks::{ClientInfo, DisconnectReason};
 use crate::metrics::Metrics;
 use crate::session::{Outbound, Session};
@@ -54,12 +54,16 @@ pub(crate) struct Driver<T> {
     pub version: ProtocolVersion,
     /// 1.5 × the client's keep-alive, `None` when it is 0.
     pub keep_alive: Option<Duration>,
+    /// MQTT 5 reading state (topic aliases, re-authentication); `None` before 5.0.
+    pub inbound: Option<Box<InboundV5>>,
+    /// MQTT 5 writing state (topic aliases, the client's maximum packet size).
+    pub outbound: Option<Box<OutboundV5>>,
 }
 
 impl<T: Transport> Driver<T> {
     /// Runs until the connection ends, then takes the exit path (will, session detach).
     pub async fn run(mut self) {
-        let reason = self.serve().await;
+        let reason = self.serve().await.reason;
         let will = if reason == DisconnectReason::ClientDisconnect {
             // [MQTT-3.14.4-3] DISCONNECT discards the will without publishing it.
             None
@@ -77,7 +81,7 @@ impl<T: Transport> Driver<T> {
     }
 
     /// Reads, handles and writes until the connection ends; returns why.
-    async fn serve(&mut self) -> DisconnectReason {
+    async fn serve(&mut self) -> Close {
         let session = &*self.session;
         let conn_id = self.conn_id;
         let core = &*self.core;
@@ -88,7 +92,9 @@ impl<T: Transport> Driver<T> {
             version: self.version,
             conn_id,
             congested: None,
+            v5: self.inbound.take(),
         };
+        let mut outbound = self.outbound.take();
         // While set, reading is paused until a congested subscriber drains (boxed: rare, and
         // an idle connection should not carry its state).
         let mut pause: Option<Pin<Box<dyn Future<Output = ()> + Send>>> = None;
@@ -110,7 +116,11 @@ impl<T: Transport> Driver<T> {
             tokio::pin!(notified);
             notified.as_mut().enable();
             if core.shutdown.is_cancelled() {
-                break DisconnectReason::Shutdown;
+                // 0x8B Server shutting down.
+                break Close {
+                    reason: DisconnectReason::Shutdown,
+                    code: 0x8B,
+                };
             }
             // Handle everything already buffered (clients may pipeline packets).
             let mut handled = false;
@@ -132,7 +142,12 @@ impl<T: Transport> Driver<T> {
                     Err(e) => {
                         Metrics::inc(&core.metrics.protocol_errors);
                         tracing::debug!(client_id = %handler.client.client_id, error = %e, "malformed packet; closing");
-                        ended = Some(DisconnectReason::ProtocolError);
+                        // [MQTT-4.13.1-1] a malformed packet or protocol error closes the
+                        // connection, after a DISCONNECT with its reason code in MQTT 5.
+                        ended = Some(Close {
+                            reason: DisconnectReason::ProtocolError,
+                            code: e.reason_code(),
+                        });
                         break;
                     }
                 }
@@ -161,21 +176,26 @@ impl<T: Transport> Driver<T> {
                 wbuf.clear();
                 if !session.take_outbound(conn_id, &mut items, MAX_BATCH_ITEMS) {
                     // The session is served by another connection now.
-                    break DisconnectReason::Takeover;
+                    break TAKEOVER;
                 }
                 if items.is_empty() {
                     // Going idle: give the buffers back rather than keep them per connection.
                     wbuf = BytesMut::new();
                     items = Vec::new();
                 } else {
-                    let published =
-                        encode_batch(&mut items, self.version, &mut wbuf, &session.client_id);
+                    let published = encode_batch(
+                        &mut items,
+                        self.version,
+                        &mut wbuf,
+                        session,
+                        outbound.as_deref_mut(),
+                    );
                     Metrics::add(&core.metrics.messages_sent, published);
                 }
             }
             let writing = wpos < wbuf.len();
             if writing && !session.serves(conn_id) {
-                break DisconnectReason::Takeover;
+                break TAKEOVER;
             }
             // Backpressure: while the client does not take what we write, stop reading once its
             // acknowledgements pile up.
@@ -188,22 +208,23 @@ impl<T: Transport> Driver<T> {
                     let due = self.keep_alive.map_or(far_future, |k| last_seen + k);
                     if Instant::now() >= due {
                         tracing::debug!(client_id = %handler.client.client_id, "keep-alive timeout; closing");
-                        break DisconnectReason::KeepAliveTimeout;
+                        // 0x8D Keep Alive timeout.
+                        break Close { reason: DisconnectReason::KeepAliveTimeout, code: 0x8D };
                     }
                     timer.as_mut().reset(due);
                 }
                 r = poll_fn(|cx| self.stream.poll_write_ready(cx)), if writing => {
                     if r.is_err() {
-                        break DisconnectReason::NetworkError;
+                        break NETWORK_ERROR;
                     }
                     match self.stream.try_write(&wbuf[wpos..]) {
-                        Ok(0) => break DisconnectReason::NetworkError,
+                        Ok(0) => break NETWORK_ERROR,
                         Ok(n) => {
                             wpos += n;
                             Metrics::add(&core.metrics.bytes_sent, n as u64);
                         }
                         Err(e) if e.kind() == ErrorKind::WouldBlock => {}
-                        Err(_) => break DisconnectReason::NetworkError,
+                        Err(_) => break NETWORK_ERROR,
                     }
                 }
                 // New work, a takeover or shutdown: the checks at the top of the loop tell.
@@ -214,27 +235,27 @@ impl<T: Transport> Driver<T> {
                 }), if pause.is_some() => pause = None,
                 r = poll_fn(|cx| self.stream.poll_read_ready(cx)), if !paused => {
                     if r.is_err() {
-                        break DisconnectReason::NetworkError;
+                        break NETWORK_ERROR;
                     }
                     // Only now, with bytes waiting, does the connection take a read buffer.
                     reserve(&mut self.rbuf);
                     match self.stream.try_read_buf(&mut self.rbuf) {
-                        Ok(0) => break DisconnectReason::NetworkError,
+                        Ok(0) => break NETWORK_ERROR,
                         Ok(n) => Metrics::add(&core.metrics.bytes_received, n as u64),
                         Err(e) if e.kind() == ErrorKind::WouldBlock => {}
-                        Err(_) => break DisconnectReason::NetworkError,
+                        Err(_) => break NETWORK_ERROR,
                     }
                 }
             }
         };
 
-        if reason == DisconnectReason::Takeover {
+        if reason.reason == DisconnectReason::Takeover {
             // A wake-up for new work may have reached this connection rather than the one
             // that took over: pass it on.
             session.notify.notify_one();
         }
         if matches!(
-            reason,
+            reason.reason,
             DisconnectReason::ProtocolError
                 | DisconnectReason::KeepAliveTimeout
                 | DisconnectReason::Shutdown
@@ -242,16 +263,66 @@ impl<T: Transport> Driver<T> {
             // Send what is already encoded or queued for this connection (acknowledgements of
             // what it sent before closing), bounded in time.
             if session.take_outbound(conn_id, &mut items, MAX_BATCH_ITEMS) && !items.is_empty() {
-                encode_batch(&mut items, self.version, &mut wbuf, &session.client_id);
+                encode_batch(
+                    &mut items,
+                    self.version,
+                    &mut wbuf,
+                    session,
+                    outbound.as_deref_mut(),
+                );
             }
-            if wpos < wbuf.len() {
-                let _ =
-                    tokio::time::timeout(FINAL_FLUSH, self.stream.write_all(&wbuf[wpos..])).await;
+        }
+        let mut closing = BytesMut::new();
+        if self.version.is_v5() && reason.code >= 0x80 {
+            // [MQTT-4.13.1-1] the server sends DISCONNECT with the reason before it closes
+            // ([MQTT-3.14.4-1]: and nothing after it).
+            let disconnect = Packet::Disconnect(Disconnect {
+                reason: reason.code,
+                properties: None,
+            });
+            let _ = codec::encode(&disconnect, self.version, &mut closing);
+        }
+        if wpos < wbuf.len() || !closing.is_empty() {
+            if !matches!(
+                reason.reason,
+                DisconnectReason::ProtocolError
+                    | DisconnectReason::KeepAliveTimeout
+                    | DisconnectReason::Shutdown
+            ) {
+                // Only finish the packet being written (a takeover): nothing more of the old
+                // connection's queue.
+                wbuf.truncate(packet_end(&wbuf, wpos));
             }
+            wbuf.extend_from_slice(&closing);
+            let _ = tokio::time::timeout(FINAL_FLUSH, self.stream.write_all(&wbuf[wpos..])).await;
         }
         let _ = tokio::time::timeout(FINAL_FLUSH, self.stream.shutdown()).await;
         reason
     }
+}
+
+/// A takeover: 0x8E Session taken over ([MQTT-3.1.4-3]).
+const TAKEOVER: Close = Close {
+    reason: DisconnectReason::Takeover,
+    code: 0x8E,
+};
+/// The connection failed: nothing can be sent any more.
+const NETWORK_ERROR: Close = Close {
+    reason: DisconnectReason::NetworkError,
+    code: 0,
+};
+
+/// The end of the packet that byte `pos` of `buf` belongs to (`pos` itself when it starts a
+/// packet), so that a connection cut short still ends on a packet boundary.
+fn packet_end(buf: &[u8], pos: usize) -> usize {
+    let mut at = 0usize;
+    while at < pos {
+        let Some(len) = codec::frame_len(buf.get(at..).unwrap_or_default()) else {
+            return buf.len();
+        };
+        at += len;
+    }
+    at.min(buf.len())
 }
 
 /// Makes room for the next read.

@@ -5,9 +5,11 @@
 //! The connection never knows what transport it runs on: it takes any [`Transport`].
 
 mod driver;
+mod expiry;
 mod handler;
 mod handshake;
 mod outbound;
+mod v5;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -22,10 +24,11 @@ use crate::broker::BrokerCore;
 use crate::codec::{self, ConnAck, Connect, DecodeError, LastWill, Packet, ProtocolVersion};
 use crate::hooks::{ClientInfo, ConnectDecision, DisconnectReason};
 use crate::metrics::Metrics;
-use crate::session::{QueueLimits, Session};
+use crate::session::{NEVER_EXPIRES, PendingWill, QueueLimits, Session};
 use crate::transport::{ListenerContext, Transport};
 use driver::{Driver, reserve};
 use handler::Handler;
+use v5::{InboundV5, OutboundV5};
 
 /// Serves one accepted connection until it ends.
 pub(crate) async fn run<T: Transport>(
@@ -130,20 +133,14 @@ async fn serve<T: Transport>(
     core: Arc<BrokerCore>,
     listener: Arc<ListenerContext>,
     mut stream: T,
-    buf: BytesMut,
+    mut buf: BytesMut,
     mut connect: Box<Connect>,
     remote_addr: Option<SocketAddr>,
 ) -> Option<Driver<T>> {
     let version = connect.protocol;
-    if version.is_v5() {
-        // The codec speaks MQTT 5, but the session semantics (reason codes, properties,
-        // expiry, aliases, flow control) arrive with issue 4: refuse cleanly until then
-        // rather than half-serve a 5.0 client. 0x84 = Unsupported Protocol Version.
-        let code = handshake::unsupported_version_code(Some(version));
-        refuse(&core, &mut stream, code, version).await;
-        return None;
-    }
-    let (client_id, _assigned) = match handshake::client_id(&core, &connect) {
+    let mqtt = &core.config.mqtt;
+    let props = connect.properties.take().unwrap_or_default();
+    let (client_id, assigned) = match handshake::client_id(&core, &connect) {
         Ok(id) => id,
         Err(decision) => {
             let code = handshake::refusal_code(decision, version);
@@ -151,9 +148,71 @@ async fn serve<T: Transport>(
             return None;
         }
     };
+    if let Some(code) = handshake::check_will(&core, &connect) {
+        refuse(&core, &mut stream, code, version).await;
+        return None;
+    }
+    // Keep-alive: at most `max_keepalive`. MQTT 5 clients are told the value to use (Server
+    // Keep Alive, [MQTT-3.2.2-22]); older clients asking for more are refused as Mosquitto does.
+    let max_keepalive = mqtt.max_keepalive;
+    let mut keep_alive = connect.keep_alive;
+    let mut server_keep_alive = None;
+    if keep_alive > max_keepalive || (keep_alive == 0 && max_keepalive < u16::MAX) {
+        if version.is_v5() {
+            keep_alive = max_keepalive;
+            server_keep_alive = Some(max_keepalive);
+        } else if keep_alive > max_keepalive {
+            tracing::info!(%client_id, keep_alive, max_keepalive, "keep-alive above max_keepalive; refused");
+            refuse(&core, &mut stream, 0x02, version).await;
+            return None;
+        }
+    }
+    // Session expiry: MQTT 5 asks for it (absent = 0, section 3.1.2.11.2), capped
+    // by the broker; MQTT 3.1.1 Clean Session 0 gets the broker's value.
+    let max_expiry = mqtt.session_expiry_interval;
+    let expiry = if version.is_v5() {
+        props.session_expiry_interval.unwrap_or(0).min(max_expiry)
+    } else if connect.clean_start {
+        0
+    } else {
+        max_expiry
+    };
+
+    // Enhanced authentication (MQTT 5.0 section 4.12) when the CONNECT names a method.
+    let mut auth_result = None;
+    if let Some(method) = props.authentication_method.clone() {
+        let exchange = handshake::enhanced_auth(
+            &core,
+            &mut stream,
+            &mut buf,
+            &connect,
+            &client_id,
+            &method,
+            props.authentication_data.clone(),
+        );
+        match Box::pin(exchange).await {
+            Ok(done) => auth_result = Some((method, done)),
+            Err(Some(code)) => {
+                refuse(&core, &mut stream, code, version).await;
+                return None;
+            }
+            Err(None) => return None,
+        }
+    }
+    let username = match &auth_result {
+        Some((_, done)) => done.username.clone().map(ByteString::from),
+        None => connect.username.as_deref().map(ByteString::from),
+    };
     // The application's on_connect hook may await (a user-store lookup): it is bounded by the
     // connect timeout too.
-    let auth = handshake::authenticate(&core, &listener, &connect, &client_id, remote_addr);
+    let auth = handshake::authenticate(
+        &core,
+        &listener,
+        &connect,
+        &client_id,
+        remote_addr,
+        auth_result.is_some(),
+    );
     let decision = match Box::pin(tokio::time::timeout(
         core.config.limits.connect_timeout(),
         auth,
@@ -177,22 +236,39 @@ async fn serve<T: Transport>(
     let limits = QueueLimits {
         max_inflight: usize::from(core.config.limits.max_inflight_messages),
         max_queued: core.config.limits.max_queued_messages,
-        queue_qos0_offline: core.config.mqtt.queue_qos0_messages,
+        queue_qos0_offline: mqtt.queue_qos0_messages,
     };
-    let opened = core.sessions.open(&client_id, connect.clean_start, limits);
+    let opened = core
+        .sessions
+        .open(&client_id, connect.clean_start, expiry, limits);
     if let Some(old) = &opened.discarded {
+        // The old session ends here: a will still waiting for its delay goes out now
+        // (MQTT 5.0 section 3.1.3.2.2).
+        if let Some(pending) = old.take_pending_will() {
+            Handler::publish_will(&core, &pending.client, old.key, *pending.will);
+        }
         core.router.remove_session(old);
     }
     let session = opened.session;
-    session.attach(conn_id);
+    session.attach(conn_id, props.receive_maximum.unwrap_or(u16::MAX));
 
     // CONNACK is written before the driver starts, so it precedes everything queued.
+    let connack_props = version.is_v5().then(|| {
+        handshake::connack_properties(
+            &core,
+            &props,
+            assigned.then_some(&client_id),
+            expiry,
+            server_keep_alive,
+            auth_result.as_ref().map(|(m, done)| (m, done.data.clone())),
+        )
+    });
     let connack = Packet::ConnAck(ConnAck {
         // [MQTT-3.2.2-1] Session Present is 0 with Clean Session 1; [MQTT-3.2.2-2] 1 when a
         // stored session was resumed.
         session_present: opened.present,
         code: 0,
-        properties: None,
+        properties: connack_props,
     });
     let mut out = BytesMut::new();
     let wrote = match codec::encode(&connack, version, &mut out) {
@@ -204,11 +280,10 @@ async fn serve<T: Transport>(
     // slices of the first read buffer: an idle connection must not pin that buffer.
     let client = Arc::new(ClientInfo {
         client_id: client_id.clone(),
-        username: connect.username.as_deref().map(ByteString::from),
+        username,
         remote_addr,
         protocol: version,
     });
-    let keep_alive = connect.keep_alive;
     let will = connect.will.take().map(compact_will);
     drop(connect);
     Metrics::inc(&core.metrics.connections_current);
@@ -225,6 +300,23 @@ async fn serve<T: Transport>(
     }
     tracing::debug!(%client_id, ?remote_addr, ?version, present = opened.present, "client connected");
     core.hooks.on_connected(&client);
+    let (inbound, outbound) = if version.is_v5() {
+        let inbound = InboundV5 {
+            alias_max: mqtt.topic_alias_maximum,
+            expiry_was_zero: expiry == 0 && props.session_expiry_interval.unwrap_or(0) == 0,
+            auth_method: auth_result.map(|(method, _)| ByteString::from(&*method)),
+            ..InboundV5::default()
+        };
+        let alias_max = if mqtt.assign_topic_aliases {
+            props.topic_alias_maximum.unwrap_or(0)
+        } else {
+            0
+        };
+        let outbound = OutboundV5::new(alias_max, props.maximum_packet_size.unwrap_or(u32::MAX));
+        (Some(Box::new(inbound)), Some(Box::new(outbound)))
+    } else {
+        (None, None)
+    };
     Some(Driver {
         core,
         session,
@@ -236,6 +328,8 @@ async fn serve<T: Transport>(
         version,
         // [MQTT-3.1.2-24] close after one and a half times the keep-alive without a packet.
         keep_alive: (keep_alive > 0).then(|| Duration::from_millis(u64::from(keep_alive) * 1500)),
+        inbound,
+        outbound,
     })
 }
 
@@ -248,29 +342,64 @@ fn compact_will(will: LastWill) -> Box<LastWill> {
     })
 }
 
-/// The exit path shared by every way a connection ends.
+/// The exit path shared by every way a connection ends: hooks, will (now or after its delay),
+/// shared-subscription redelivery, and the session's end or expiry timer.
 pub(super) fn finish(
-    core: &BrokerCore,
+    core: &Arc<BrokerCore>,
     session: &Arc<Session>,
     conn_id: u64,
-    client: &ClientInfo,
+    client: &Arc<ClientInfo>,
     reason: DisconnectReason,
     will: Option<Box<LastWill>>,
 ) {
     Metrics::dec(&core.metrics.connections_current);
     tracing::debug!(client_id = %client.client_id, ?reason, "client disconnected");
     core.hooks.on_disconnect(client, reason);
+    // Whether this connection still served the session (false after a takeover).
+    let detached = session.detach(conn_id);
+    let (expiry, discarded) = {
+        let st = session.state.lock();
+        (st.expiry_interval, st.discarded)
+    };
+    if detached && reason != DisconnectReason::Shutdown {
+        // Section 4.8.2: what a share-group member leaves unacknowledged goes to another member.
+        core.router
+            .redeliver_shared(session, &client.client_id, &core.metrics);
+    }
+    let mut will_delay = None;
     // [MQTT-3.1.2-8] the will is published when the connection closes for any reason other
     // than DISCONNECT: network errors, keep-alive timeout, protocol errors, takeover.
     if let Some(will) = will
         && reason != DisconnectReason::Shutdown
     {
-        Handler::publish_will(core, client, *will);
+        let delay = will
+            .properties
+            .as_ref()
+            .and_then(|p| p.will_delay_interval)
+            .unwrap_or(0);
+        if delay == 0 || (detached && expiry == 0) || (!detached && discarded) {
+            Handler::publish_will(core, client, session.key, *will);
+        } else if detached {
+            // [MQTT-3.1.3-9] published when the delay runs out or the session ends, unless
+            // the client reconnects first.
+            session.state.lock().pending_will = Some(PendingWill {
+                will,
+                client: client.clone(),
+            });
+            will_delay = Some(delay.min(expiry));
+        }
+        // Otherwise a new connection has resumed the session: no will ([MQTT-3.1.3-9]).
     }
-    if session.detach(conn_id) && session.state.lock().clean {
-        // [MQTT-3.1.2-6] a Clean Session ends with the connection.
+    if !detached {
+        return;
+    }
+    if expiry == 0 {
+        // [MQTT-3.1.2-6] (3.1.1) / [MQTT-4.1.0-2] (5.0): the session ends with the
+        // connection.
         core.sessions.remove_if_current(session);
         core.router.remove_session(session);
+    } else if expiry != NEVER_EXPIRES || will_delay.is_some() {
+        expiry::spawn_timer(core.clone(), session.clone(), will_delay, expiry);
     }
 }
 

@@ -1,14 +1,17 @@
-//! Routing: the subscription tree, the retained-message store, and fan-out to sessions.
+//! Routing: the subscription trees (plain and shared), the retained-message store, and fan-out
+//! to sessions.
 //!
-//! Routing happens on the task of the connection that received the PUBLISH, against a tree
-//! that every connection reads at once (`parking_lot::RwLock`, held only for the match and the
+//! Routing happens on the task of the connection that received the PUBLISH, against trees that
+//! every connection reads at once (`parking_lot::RwLock`, held only for the match and the
 //! enqueue into each subscriber's session, never across an `.await`). There is no central
 //! router task for messages to queue behind.
 
 pub mod retained;
+pub mod shared;
 pub mod tree;
 
 use std::sync::Arc;
+use std::time::Instant;
 
 use bytes::Bytes;
 use bytestring::ByteString;
@@ -16,60 +19,190 @@ use parking_lot::RwLock;
 use smallvec::SmallVec;
 
 use crate::codec::{QoS, SubscriptionOptions};
+use crate::config::SharedStrategy;
 use crate::message::{Message, SharedMessage};
 use crate::metrics::Metrics;
-use crate::session::{Enqueued, Session};
+use crate::session::{DeliveryExtra, Enqueued, Granted, Session};
+use crate::topic;
 use retained::RetainedTree;
+use shared::SharedGroup;
 use tree::SubscriptionTree;
 
-/// One subscription as the tree stores it.
+/// One subscription as the trees store it.
 #[derive(Debug, Clone)]
 pub struct Subscriber {
     /// The subscribing session.
     pub session: Arc<Session>,
     /// Options granted (QoS is the maximum delivery QoS).
     pub options: SubscriptionOptions,
+    /// Subscription Identifier (MQTT 5), 0 for none.
+    pub id: u32,
+}
+
+/// Both subscription trees, under one lock.
+#[derive(Debug, Default)]
+struct Subscriptions {
+    /// Ordinary subscriptions: filter → session key → subscriber.
+    plain: SubscriptionTree<u64, Subscriber>,
+    /// Shared subscriptions: inner filter → group name → group.
+    shared: SubscriptionTree<ByteString, SharedGroup>,
+    /// Members over all share groups.
+    shared_members: usize,
+}
+
+/// What routing one message did.
+#[derive(Debug, Default)]
+pub struct Routed {
+    /// Sessions the message was queued for (or dropped for, when their queue was full).
+    pub matched: usize,
+    /// A subscriber whose queue is congested: the publisher should pause (see
+    /// [`Enqueued::Congested`]).
+    pub congested: Option<Arc<Session>>,
 }
 
 /// Subscriptions and retained messages of the whole broker.
 #[derive(Debug, Default)]
 pub struct Router {
-    subscriptions: RwLock<SubscriptionTree<u64, Subscriber>>,
+    subscriptions: RwLock<Subscriptions>,
     retained: RwLock<RetainedTree<SharedMessage>>,
+    strategy: SharedStrategy,
+}
+
+/// The extra a delivery carries: subscription identifiers and the share it came through.
+fn extra(ids: &[u32], share: Option<&ByteString>) -> Option<Arc<DeliveryExtra>> {
+    if ids.is_empty() && share.is_none() {
+        return None;
+    }
+    Some(Arc::new(DeliveryExtra {
+        subscription_ids: ids.to_vec(),
+        share: share.cloned(),
+    }))
 }
 
 impl Router {
-    /// An empty router.
-    pub fn new() -> Router {
-        Router::default()
+    /// An empty router whose shared subscriptions use `strategy`.
+    pub fn new(strategy: SharedStrategy) -> Router {
+        Router {
+            strategy,
+            ..Router::default()
+        }
     }
 
-    /// Delivers `message` to every session with a matching subscription, once per session at the
-    /// highest QoS any of its matching subscriptions granted ([MQTT-3.3.5-1]), capped by the
-    /// published QoS. Returns a subscriber whose queue is congested, if any: the publisher
-    /// should pause (see [`Enqueued::Congested`]).
-    pub fn route(&self, message: &SharedMessage, metrics: &Metrics) -> Option<Arc<Session>> {
-        let tree = self.subscriptions.read();
+    /// Delivers `message` to every session with a matching subscription — once per session,
+    /// at the highest QoS any of its matching subscriptions granted and with the identifiers
+    /// of all of them ([MQTT-3.3.4-2], [MQTT-3.3.4-4]) — and to one member of every matching
+    /// share group (MQTT 5.0 section 4.8.2: a shared subscription is delivered on its own,
+    /// beside the session's ordinary ones). `publisher_id` is the publishing client's id, for the
+    /// `hash_client_id` shared strategy.
+    pub fn route(&self, message: &SharedMessage, publisher_id: &str, metrics: &Metrics) -> Routed {
+        let subs = self.subscriptions.read();
         // Inline room for the common case: no heap allocation per PUBLISH below 16 matches.
         let mut matched: SmallVec<[(u64, &Subscriber); 16]> = SmallVec::new();
-        tree.for_each_match(&message.topic, |key, sub| matched.push((*key, sub)));
+        subs.plain.for_each_match(&message.topic, |key, sub| {
+            // [MQTT-3.8.3-3] No Local: never back to the session that published it.
+            if !(sub.options.no_local && *key == message.publisher) {
+                matched.push((*key, sub));
+            }
+        });
         if matched.len() > 1 {
-            // Overlapping subscriptions of one session: keep the highest QoS.
-            matched
-                .sort_unstable_by(|a, b| a.0.cmp(&b.0).then(b.1.options.qos.cmp(&a.1.options.qos)));
-            matched.dedup_by_key(|m| m.0);
+            matched.sort_unstable_by_key(|m| m.0);
         }
-        let mut congested = None;
-        for (_, sub) in &matched {
-            let qos = message.qos.min(sub.options.qos);
-            // [MQTT-3.3.1-9] the retain flag is 0 on delivery to an established subscription.
-            if sub.session.enqueue(message, qos, false, metrics) == Enqueued::Congested
-                && congested.is_none()
+        let mut routed = Routed::default();
+        let mut deliver = |session: &Arc<Session>, qos: QoS, retain, extra| {
+            routed.matched += 1;
+            if session.enqueue(message, qos, retain, extra, metrics) == Enqueued::Congested
+                && routed.congested.is_none()
             {
-                congested = Some(sub.session.clone());
+                routed.congested = Some(session.clone());
+            }
+        };
+        for run in matched.chunk_by(|a, b| a.0 == b.0) {
+            let Some(&(_, first)) = run.first() else {
+                continue;
+            };
+            let mut qos = first.options.qos;
+            let mut as_published = first.options.retain_as_published;
+            let mut ids: SmallVec<[u32; 4]> = SmallVec::new();
+            for (_, sub) in run {
+                qos = qos.max(sub.options.qos);
+                as_published |= sub.options.retain_as_published;
+                if sub.id != 0 {
+                    ids.push(sub.id);
+                }
+            }
+            // [MQTT-3.3.1-12] / [MQTT-3.3.1-13]: the RETAIN flag is kept only with Retain As
+            // Published; otherwise 0 on delivery to an established subscription
+            // ([MQTT-3.3.1-9]).
+            let retain = as_published && message.retain;
+            deliver(
+                &first.session,
+                message.qos.min(qos),
+                retain,
+                extra(&ids, None),
+            );
+        }
+        subs.shared.for_each_match(&message.topic, |_, group| {
+            if let Some(member) = group.pick(self.strategy, publisher_id, &message.topic, 0) {
+                let retain = member.options.retain_as_published && message.retain;
+                let ids: &[u32] = if member.id != 0 { &[member.id] } else { &[] };
+                deliver(
+                    &member.session,
+                    message.qos.min(member.options.qos),
+                    retain,
+                    extra(ids, Some(&group.share)),
+                );
+            }
+        });
+        routed
+    }
+
+    /// Sends the messages a share-group member leaves unacknowledged to other members of the
+    /// group (MQTT 5.0 section 4.8.2): an online member if there is one; otherwise they stay
+    /// with `leaving` if its session persists, or go to an offline member.
+    pub fn redeliver_shared(&self, leaving: &Arc<Session>, publisher_id: &str, metrics: &Metrics) {
+        let items = leaving.take_shared();
+        if items.is_empty() {
+            return;
+        }
+        let persistent = leaving.state.lock().expiry_interval != 0;
+        let subs = self.subscriptions.read();
+        let mut keep = Vec::new();
+        for item in items {
+            let Some(share) = item.extra.as_ref().and_then(|x| x.share.clone()) else {
+                continue;
+            };
+            let group = topic::parse_shared(&share)
+                .and_then(|(group, inner)| subs.shared.get(inner, &ByteString::from(group)));
+            let member = group.and_then(|g| {
+                g.pick(
+                    self.strategy,
+                    publisher_id,
+                    &item.message.topic,
+                    leaving.key,
+                )
+            });
+            match member {
+                Some(m)
+                    if m.session.online.load(std::sync::atomic::Ordering::Acquire)
+                        || !persistent =>
+                {
+                    let ids: &[u32] = if m.id != 0 { &[m.id] } else { &[] };
+                    m.session.enqueue(
+                        &item.message,
+                        item.qos.min(m.options.qos),
+                        item.retain,
+                        extra(ids, Some(&share)),
+                        metrics,
+                    );
+                }
+                _ if persistent => keep.push(item),
+                _ => Metrics::inc(&metrics.messages_dropped),
             }
         }
-        congested
+        drop(subs);
+        for item in keep {
+            leaving.requeue(item);
+        }
     }
 
     /// Applies a PUBLISH with the RETAIN flag to the store: a non-empty payload replaces the
@@ -86,48 +219,90 @@ impl Router {
         let compact = Arc::new(Message {
             topic: ByteString::from(&*message.topic),
             payload: Bytes::copy_from_slice(&message.payload),
-            qos: message.qos,
             retain: true,
             properties: message.properties.clone(),
+            ..(**message).clone()
         });
         self.retained.write().insert(&message.topic, compact);
     }
 
-    /// Adds or replaces ([MQTT-3.8.4-3]) the subscription of `session` to `filter`. Returns
-    /// false if the session was discarded meanwhile (taken over with clean session).
+    /// Adds or replaces ([MQTT-3.8.4-3]) the subscription of `session` to `filter` (plain or
+    /// `$share/{group}/{filter}`). Returns `None` if the session was discarded meanwhile (taken
+    /// over with a clean start), otherwise whether it replaced an existing subscription.
     pub fn subscribe(
         &self,
         session: &Arc<Session>,
         filter: &ByteString,
         options: SubscriptionOptions,
-    ) -> bool {
-        let mut tree = self.subscriptions.write();
+        id: u32,
+    ) -> Option<bool> {
+        let mut subs = self.subscriptions.write();
         let mut st = session.state.lock();
         if st.discarded {
-            return false;
+            return None;
         }
-        st.subscriptions
+        let existed = st
+            .subscriptions
             .get_or_insert_with(Box::default)
-            .insert(filter.clone(), options);
+            .insert(filter.clone(), Granted { options, id })
+            .is_some();
         drop(st);
-        tree.insert(
-            filter,
-            session.key,
-            Subscriber {
-                session: session.clone(),
-                options,
-            },
-        );
-        true
+        let subscriber = Subscriber {
+            session: session.clone(),
+            options,
+            id,
+        };
+        match topic::parse_shared(filter) {
+            Some((group, inner)) => {
+                let key = ByteString::from(group);
+                let added = match subs.shared.get_mut(inner, &key) {
+                    Some(g) => !g.upsert(subscriber),
+                    None => {
+                        let mut g = SharedGroup::new(filter.clone());
+                        g.upsert(subscriber);
+                        subs.shared.insert(inner, key, g);
+                        true
+                    }
+                };
+                if added {
+                    subs.shared_members += 1;
+                }
+            }
+            None => {
+                subs.plain.insert(filter, session.key, subscriber);
+            }
+        }
+        Some(existed)
     }
 
     /// Removes the subscription of `session` to `filter`; returns whether it existed.
     pub fn unsubscribe(&self, session: &Arc<Session>, filter: &str) -> bool {
-        let mut tree = self.subscriptions.write();
-        if let Some(subs) = session.state.lock().subscriptions.as_mut() {
-            subs.remove(filter);
+        let mut subs = self.subscriptions.write();
+        if let Some(map) = session.state.lock().subscriptions.as_mut() {
+            map.remove(filter);
         }
-        tree.remove(filter, &session.key).is_some()
+        Self::remove_from(&mut subs, session.key, filter)
+    }
+
+    fn remove_from(subs: &mut Subscriptions, key: u64, filter: &str) -> bool {
+        match topic::parse_shared(filter) {
+            Some((group, inner)) => {
+                let group_key = ByteString::from(group);
+                let Some(g) = subs.shared.get_mut(inner, &group_key) else {
+                    return false;
+                };
+                let removed = g.remove(key);
+                let empty = g.members.is_empty();
+                if empty {
+                    subs.shared.remove(inner, &group_key);
+                }
+                if removed {
+                    subs.shared_members -= 1;
+                }
+                removed
+            }
+            None => subs.plain.remove(filter, &key).is_some(),
+        }
     }
 
     /// Removes the subscriptions of a discarded session.
@@ -136,24 +311,44 @@ impl Router {
         if filters.is_empty() {
             return;
         }
-        let mut tree = self.subscriptions.write();
+        let mut subs = self.subscriptions.write();
         for filter in &filters {
-            tree.remove(filter, &session.key);
+            Self::remove_from(&mut subs, session.key, filter);
         }
     }
 
     /// Queues for `session` the retained messages matching `filter`, with the RETAIN flag set
-    /// ([MQTT-3.3.1-6], [MQTT-3.3.1-8]) at the lower of their QoS and `granted`.
-    pub fn send_retained(&self, session: &Session, filter: &str, granted: QoS, metrics: &Metrics) {
+    /// ([MQTT-3.3.1-6], [MQTT-3.3.1-8]) at the lower of their QoS and `granted`, carrying the
+    /// subscription's identifier `id`. Expired ones are skipped ([MQTT-3.3.2-5]).
+    pub fn send_retained(
+        &self,
+        session: &Session,
+        filter: &str,
+        granted: QoS,
+        id: u32,
+        metrics: &Metrics,
+    ) {
+        let ids: &[u32] = if id != 0 { &[id] } else { &[] };
+        let now = Instant::now();
         let store = self.retained.read();
         store.for_each_match(filter, |_, message| {
-            session.enqueue(message, message.qos.min(granted), true, metrics);
+            if message.is_expired(now) {
+                return;
+            }
+            session.enqueue(
+                message,
+                message.qos.min(granted),
+                true,
+                extra(ids, None),
+                metrics,
+            );
         });
     }
 
-    /// Number of subscriptions held.
+    /// Number of subscriptions held (a share-group member counts as one).
     pub fn subscription_count(&self) -> usize {
-        self.subscriptions.read().len()
+        let subs = self.subscriptions.read();
+        subs.plain.len() + subs.shared_members
     }
 
     /// Number of retained messages.

@@ -204,6 +204,16 @@ impl<K: Eq + Hash + Clone, V> Subscribers<K, V> {
         None
     }
 
+    fn get_mut(&mut self, key: &K) -> Option<&mut V> {
+        let i = self.position(key)?;
+        self.entries.get_mut(i).map(|(_, v)| v)
+    }
+
+    fn get(&self, key: &K) -> Option<&V> {
+        let i = self.position(key)?;
+        self.entries.get(i).map(|(_, v)| v)
+    }
+
     fn remove(&mut self, key: &K) -> Option<V> {
         let i = self.position(key)?;
         if i >= self.entries.len() {
@@ -376,6 +386,24 @@ impl<K: Eq + Hash + Clone, V> SubscriptionTree<K, V> {
             self.len += 1;
         }
         old
+    }
+
+    /// The value of subscriber `key` on exactly `filter`, if subscribed.
+    pub fn get(&self, filter: &str, key: &K) -> Option<&V> {
+        let mut node = &self.root;
+        for level in filter.split('/') {
+            node = node.child(level)?;
+        }
+        node.subs.get(key)
+    }
+
+    /// Mutable access to the value of subscriber `key` on exactly `filter`, if subscribed.
+    pub fn get_mut(&mut self, filter: &str, key: &K) -> Option<&mut V> {
+        let mut node = &mut self.root;
+        for level in filter.split('/') {
+            node = node.child_mut(level)?;
+        }
+        node.subs.get_mut(key)
     }
 
     /// Removes subscriber `key` from `filter`; returns its value if it was subscribed.

@@ -3,6 +3,9 @@
 
 use std::collections::VecDeque;
 
+use std::sync::Arc;
+
+use super::DeliveryExtra;
 use crate::codec::{PacketId, QoS};
 use crate::message::SharedMessage;
 
@@ -30,6 +33,8 @@ pub struct InflightEntry {
     pub retain: bool,
     /// Acknowledgement stage.
     pub stage: Stage,
+    /// Subscription identifiers and shared-subscription origin, re-sent with the message.
+    pub extra: Option<Arc<DeliveryExtra>>,
 }
 
 /// The in-flight window, oldest first.
@@ -114,6 +119,29 @@ impl Inflight {
         }
     }
 
+    /// Removes the entry with packet id `id`, whatever its stage.
+    pub fn remove(&mut self, id: PacketId) {
+        self.entries.retain(|e| e.packet_id != id);
+    }
+
+    /// Removes and returns the entries for which `pred` holds, oldest first.
+    pub fn drain_where(
+        &mut self,
+        mut pred: impl FnMut(&InflightEntry) -> bool,
+    ) -> Vec<InflightEntry> {
+        let mut taken = Vec::new();
+        let mut kept = VecDeque::with_capacity(self.entries.len());
+        for e in self.entries.drain(..) {
+            if pred(&e) {
+                taken.push(e);
+            } else {
+                kept.push_back(e);
+            }
+        }
+        self.entries = kept;
+        taken
+    }
+
     /// Drops every entry (clean session).
     pub fn clear(&mut self) {
         self.entries.clear();
@@ -139,6 +167,7 @@ mod tests {
             qos,
             retain: false,
             stage,
+            extra: None,
         });
         id
     }

@@ -12,12 +12,15 @@ pub mod registry;
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Instant;
 
 use bytestring::ByteString;
 use parking_lot::Mutex;
 use tokio::sync::Notify;
 
-use crate::codec::{Ack, Packet, PacketId, QoS, SubscriptionOptions};
+use crate::codec::{Ack, LastWill, Packet, PacketId, QoS, SubscriptionOptions};
+use crate::hooks::ClientInfo;
 use crate::message::SharedMessage;
 use crate::metrics::Metrics;
 use inflight::{Inflight, InflightEntry, Stage};
@@ -33,6 +36,21 @@ pub struct QueueLimits {
     pub queue_qos0_offline: bool,
 }
 
+/// Session Expiry Interval meaning "never expires" (MQTT 5.0 section 3.1.2.11.2).
+pub const NEVER_EXPIRES: u32 = u32::MAX;
+
+/// What one delivery carries besides the message (MQTT 5 subscription identifiers, the shared
+/// subscription it came through). Shared by reference: most deliveries have none.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DeliveryExtra {
+    /// Subscription Identifiers of every matching subscription of this session
+    /// ([MQTT-3.3.4-3], [MQTT-3.3.4-4]).
+    pub subscription_ids: Vec<u32>,
+    /// The shared subscription (`$share/{group}/{filter}`) this delivery was chosen for, so
+    /// that it can go to another member if this one leaves before acknowledging it.
+    pub share: Option<ByteString>,
+}
+
 /// A message waiting in a session's queue.
 #[derive(Debug, Clone)]
 pub struct Outgoing {
@@ -42,6 +60,26 @@ pub struct Outgoing {
     pub qos: QoS,
     /// Retain flag of this delivery ([MQTT-3.3.1-8], [MQTT-3.3.1-9]).
     pub retain: bool,
+    /// Subscription identifiers and shared-subscription origin, if any.
+    pub extra: Option<Arc<DeliveryExtra>>,
+}
+
+/// A subscription as its session records it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Granted {
+    /// Options granted (QoS is the maximum delivery QoS).
+    pub options: SubscriptionOptions,
+    /// Subscription Identifier given in the SUBSCRIBE (MQTT 5), 0 for none.
+    pub id: u32,
+}
+
+/// A will waiting for its Will Delay Interval to run out (MQTT 5.0 section 3.1.3.2.2).
+#[derive(Debug)]
+pub struct PendingWill {
+    /// The will message.
+    pub will: Box<LastWill>,
+    /// The client it belongs to (for the publish hook).
+    pub client: Arc<ClientInfo>,
 }
 
 /// What the writer of a connection sends next.
@@ -61,18 +99,21 @@ pub enum Outbound {
         packet_id: Option<PacketId>,
         /// DUP flag: a re-delivery ([MQTT-3.3.1-1]).
         dup: bool,
+        /// Subscription identifiers and shared-subscription origin.
+        extra: Option<Arc<DeliveryExtra>>,
     },
 }
 
 /// The mutable part of a session.
 #[derive(Debug)]
 pub struct SessionState {
-    /// Clean Session: discard everything when the connection ends.
-    pub clean: bool,
-    /// Subscriptions held, filter → options granted.
+    /// Session Expiry Interval in seconds: 0 ends the session with its connection (Clean
+    /// Session 1 in MQTT 3.1.1), [`NEVER_EXPIRES`] keeps it forever.
+    pub expiry_interval: u32,
+    /// Subscriptions held, filter (as subscribed, `$share/...` included) → what was granted.
     /// (Boxed and created on first use: most sessions hold none or few, and an idle
     /// connection should not pay for an empty map.)
-    pub subscriptions: Option<Box<HashMap<ByteString, SubscriptionOptions>>>,
+    pub subscriptions: Option<Box<HashMap<ByteString, Granted>>>,
     /// Control packets for the connected client, sent before queued messages.
     pub control: VecDeque<Packet>,
     /// Messages not yet sent.
@@ -84,6 +125,14 @@ pub struct SessionState {
     pub inbound_qos2: Option<Box<HashSet<PacketId>>>,
     /// Id of the connection serving this session, if any.
     pub connection: Option<u64>,
+    /// Incremented at every attach: a timer started while the session was offline (session
+    /// expiry, will delay) does nothing if the session has been resumed since.
+    pub generation: u64,
+    /// Outbound in-flight window of the current connection: the configured maximum, lowered
+    /// to the client's Receive Maximum ([MQTT-3.3.4-7]).
+    pub inflight_cap: usize,
+    /// A will waiting for its delay to run out.
+    pub pending_will: Option<PendingWill>,
     /// Set once the session is discarded: no subscription may be added any more.
     pub discarded: bool,
     /// The writer must re-send the in-flight window before anything else (after a reconnect).
@@ -109,6 +158,9 @@ pub struct Session {
     pub notify: Notify,
     /// Wakes publishers paused because this session's queue was congested, once it drains.
     pub drained: Notify,
+    /// Whether a connection serves the session (read without the lock by shared-subscription
+    /// member selection).
+    pub online: AtomicBool,
 }
 
 /// How long publishers wait for a congested subscriber before treating it as a slow consumer
@@ -143,18 +195,26 @@ impl SessionState {
 
 impl Session {
     /// A new, empty session.
-    pub fn new(key: u64, client_id: ByteString, clean: bool, limits: QueueLimits) -> Session {
+    pub fn new(
+        key: u64,
+        client_id: ByteString,
+        expiry_interval: u32,
+        limits: QueueLimits,
+    ) -> Session {
         Session {
             key,
             client_id,
             state: Mutex::new(SessionState {
-                clean,
+                expiry_interval,
                 subscriptions: None,
                 control: VecDeque::new(),
                 pending: VecDeque::new(),
                 inflight: Inflight::default(),
                 inbound_qos2: None,
                 connection: None,
+                generation: 0,
+                inflight_cap: limits.max_inflight,
+                pending_will: None,
                 discarded: false,
                 resend_inflight: false,
                 dropped: 0,
@@ -163,6 +223,7 @@ impl Session {
             }),
             notify: Notify::new(),
             drained: Notify::new(),
+            online: AtomicBool::new(false),
         }
     }
 
@@ -175,6 +236,7 @@ impl Session {
         message: &SharedMessage,
         qos: QoS,
         retain: bool,
+        extra: Option<Arc<DeliveryExtra>>,
         metrics: &Metrics,
     ) -> Enqueued {
         let mut st = self.state.lock();
@@ -207,6 +269,7 @@ impl Session {
             message: message.clone(),
             qos,
             retain,
+            extra,
         });
         let mut outcome = Enqueued::Queued;
         if online && st.pending.len() >= st.limits.max_queued / 2 {
@@ -264,6 +327,7 @@ impl Session {
                         retain: e.retain,
                         packet_id: Some(e.packet_id),
                         dup: true,
+                        extra: e.extra.clone(),
                     },
                 });
             }
@@ -272,10 +336,21 @@ impl Session {
             // Likewise for a burst of messages, once it has been sent.
             st.pending = VecDeque::new();
         }
+        let mut now: Option<Instant> = None;
         while out.len() < max_items {
             let Some(front) = st.pending.front() else {
                 break;
             };
+            if front.message.expires_at.is_some()
+                && front
+                    .message
+                    .is_expired(*now.get_or_insert_with(Instant::now))
+            {
+                // [MQTT-3.3.2-5] an expired message whose onward delivery has not started is
+                // deleted for this subscriber.
+                st.pending.pop_front();
+                continue;
+            }
             if front.qos == QoS::AtMostOnce {
                 if let Some(o) = st.pending.pop_front() {
                     out.push(Outbound::Publish {
@@ -284,13 +359,16 @@ impl Session {
                         retain: o.retain,
                         packet_id: None,
                         dup: false,
+                        extra: o.extra,
                     });
                 }
                 continue;
             }
             // Messages leave the queue strictly in order ([MQTT-4.6.0-6]): a QoS 1/2 message at
             // the head waits for window room, and so does everything behind it.
-            if st.inflight.len() >= st.limits.max_inflight {
+            // [MQTT-3.3.4-9] never more unacknowledged QoS 1/2 PUBLISHes than the client's
+            // Receive Maximum.
+            if st.inflight.len() >= st.inflight_cap {
                 break;
             }
             let Some(packet_id) = st.inflight.next_packet_id() else {
@@ -310,6 +388,7 @@ impl Session {
                 qos: o.qos,
                 retain: o.retain,
                 stage,
+                extra: o.extra.clone(),
             });
             out.push(Outbound::Publish {
                 message: o.message,
@@ -317,6 +396,7 @@ impl Session {
                 retain: o.retain,
                 packet_id: Some(packet_id),
                 dup: false,
+                extra: o.extra,
             });
         }
         st.release_drained(&self.drained);
@@ -338,6 +418,22 @@ impl Session {
     /// Handles PUBACK from the client.
     pub fn on_puback(&self, id: PacketId) {
         self.state.lock().inflight.puback(id);
+    }
+
+    /// Forgets an in-flight delivery that was never sent because it exceeded the client's
+    /// Maximum Packet Size: [MQTT-3.1.2-25] the server behaves as if it had completed sending it.
+    pub fn forget_inflight(&self, id: PacketId) {
+        self.state.lock().inflight.remove(id);
+    }
+
+    /// Number of inbound QoS 2 messages awaiting PUBREL (counted against the Receive Maximum
+    /// the server announced, [MQTT-3.3.4-7]).
+    pub fn inbound_qos2_count(&self) -> usize {
+        self.state
+            .lock()
+            .inbound_qos2
+            .as_ref()
+            .map_or(0, |ids| ids.len())
     }
 
     /// Handles PUBREC from the client: answers PUBREL ([MQTT-4.3.3-1]). A PUBREC for an unknown
@@ -366,23 +462,35 @@ impl Session {
             .insert(id)
     }
 
-    /// Handles PUBREL: releases the packet id ([MQTT-4.3.3-2]).
-    pub fn inbound_qos2_release(&self, id: PacketId) {
+    /// Handles PUBREL: releases the packet id ([MQTT-4.3.3-2]). Returns whether it was held.
+    pub fn inbound_qos2_release(&self, id: PacketId) -> bool {
         let mut st = self.state.lock();
-        if let Some(ids) = st.inbound_qos2.as_mut() {
-            ids.remove(&id);
-            if ids.is_empty() {
-                st.inbound_qos2 = None;
-            }
+        let Some(ids) = st.inbound_qos2.as_mut() else {
+            return false;
+        };
+        let held = ids.remove(&id);
+        if ids.is_empty() {
+            st.inbound_qos2 = None;
         }
+        held
     }
 
     /// Attaches connection `conn`. Control packets queued for an earlier connection are
     /// discarded; the in-flight window is re-sent first. An earlier connection still running
     /// is woken and finds it no longer serves this session (see [`Session::serves`]).
-    pub fn attach(&self, conn: u64) {
+    /// `receive_maximum` is the client's Receive Maximum (65 535 when it sent none).
+    /// Attaching cancels a will waiting for its delay ([MQTT-3.1.3-9]).
+    pub fn attach(&self, conn: u64, receive_maximum: u16) {
         let mut st = self.state.lock();
         let previous = st.connection.replace(conn);
+        st.generation += 1;
+        st.inflight_cap = st
+            .limits
+            .max_inflight
+            .min(usize::from(receive_maximum))
+            .max(1);
+        st.pending_will = None;
+        self.online.store(true, Ordering::Release);
         st.control.clear();
         st.resend_inflight = !st.inflight.is_empty();
         let has_work = st.resend_inflight || !st.pending.is_empty();
@@ -399,6 +507,7 @@ impl Session {
     /// woken, finds [`Session::serves`] false and closes.
     pub fn kick(&self) {
         let had = self.state.lock().connection.take().is_some();
+        self.online.store(false, Ordering::Release);
         if had {
             self.notify.notify_waiters();
         }
@@ -417,6 +526,7 @@ impl Session {
             return false;
         }
         st.connection = None;
+        self.online.store(false, Ordering::Release);
         st.control.clear();
         if st.congested_since.take().is_some() {
             self.drained.notify_waiters();
@@ -442,6 +552,47 @@ impl Session {
             .take()
             .map(|subs| subs.into_keys().collect())
             .unwrap_or_default()
+    }
+
+    /// Puts back a message taken by [`Session::take_shared`] that no other member could take.
+    pub fn requeue(&self, item: Outgoing) {
+        self.state.lock().pending.push_back(item);
+    }
+
+    /// Takes the will waiting for its delay, if any (when the delay runs out or the session
+    /// ends first).
+    pub fn take_pending_will(&self) -> Option<PendingWill> {
+        self.state.lock().pending_will.take()
+    }
+
+    /// Takes every message this session holds because of a shared subscription and has not
+    /// completed (queued, or sent at QoS 1 and not yet PUBACKed), for delivery to another
+    /// member of the group (MQTT 5.0 section 4.8.2). Their packet identifiers are freed.
+    pub fn take_shared(&self) -> Vec<Outgoing> {
+        let mut st = self.state.lock();
+        let mut taken = Vec::new();
+        // QoS 2 deliveries already sent stay with this session: [MQTT-4.8.2-4] they are
+        // completed with this client when it reconnects, [MQTT-4.8.2-5] never sent to another.
+        for e in st.inflight.drain_where(|e| {
+            e.stage == Stage::AwaitingPubAck && e.extra.as_ref().is_some_and(|x| x.share.is_some())
+        }) {
+            taken.push(Outgoing {
+                message: e.message,
+                qos: e.qos,
+                retain: e.retain,
+                extra: e.extra,
+            });
+        }
+        let mut kept = VecDeque::with_capacity(st.pending.len());
+        for o in st.pending.drain(..) {
+            if o.extra.as_ref().is_some_and(|x| x.share.is_some()) {
+                taken.push(o);
+            } else {
+                kept.push_back(o);
+            }
+        }
+        st.pending = kept;
+        taken
     }
 
     /// Number of control packets waiting for the writer (acknowledgements the client has not

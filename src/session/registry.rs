@@ -31,17 +31,24 @@ pub struct Opened {
 impl SessionRegistry {
     /// Finds or creates the session of `client_id` for a new connection, disconnecting a
     /// connection that still serves it ([MQTT-3.1.4-2]: the server must disconnect the existing
-    /// client). With `clean` set, or when the old session was itself a clean one, any previous
-    /// session is discarded and a fresh one created ([MQTT-3.1.2-6]); otherwise the existing
-    /// session is resumed ([MQTT-3.1.2-4]).
-    pub fn open(&self, client_id: &ByteString, clean: bool, limits: QueueLimits) -> Opened {
+    /// client). With `clean_start` set, or when the old session ends with its connection
+    /// (expiry 0), any previous session is discarded and a fresh one created ([MQTT-3.1.2-6],
+    /// [MQTT-3.1.2-4] in 5.0); otherwise the existing session is resumed and takes the new
+    /// `expiry_interval` ([MQTT-3.1.2-4] in 3.1.1, [MQTT-3.1.2-5] in 5.0).
+    pub fn open(
+        &self,
+        client_id: &ByteString,
+        clean_start: bool,
+        expiry_interval: u32,
+        limits: QueueLimits,
+    ) -> Opened {
         let mut map = self.sessions.lock();
         let mut discarded = None;
         if let Some(existing) = map.get(client_id) {
             existing.kick();
             let mut st = existing.state.lock();
-            if !clean && !st.clean && !st.discarded {
-                st.clean = false;
+            if !clean_start && st.expiry_interval != 0 && !st.discarded {
+                st.expiry_interval = expiry_interval;
                 drop(st);
                 return Opened {
                     session: existing.clone(),
@@ -52,8 +59,14 @@ impl SessionRegistry {
             drop(st);
             discarded = map.remove(client_id);
         }
-        let key = self.next_key.fetch_add(1, Ordering::Relaxed);
-        let session = Arc::new(Session::new(key, client_id.clone(), clean, limits));
+        // Keys start at 1: 0 marks messages without a publishing session.
+        let key = self.next_key.fetch_add(1, Ordering::Relaxed) + 1;
+        let session = Arc::new(Session::new(
+            key,
+            client_id.clone(),
+            expiry_interval,
+            limits,
+        ));
         map.insert(client_id.clone(), session.clone());
         Opened {
             session,
@@ -72,6 +85,23 @@ impl SessionRegistry {
             }
             _ => false,
         }
+    }
+
+    /// Removes `session` because its expiry interval ran out — only if it is still the one
+    /// registered for its client id, still offline, and not resumed since `generation`.
+    /// Checked under the registry lock, so a CONNECT cannot resume it meanwhile.
+    pub fn expire(&self, session: &Arc<Session>, generation: u64) -> bool {
+        let mut map = self.sessions.lock();
+        let current = map
+            .get(&session.client_id)
+            .is_some_and(|s| Arc::ptr_eq(s, session));
+        let st = session.state.lock();
+        if !current || st.connection.is_some() || st.generation != generation {
+            return false;
+        }
+        drop(st);
+        map.remove(&session.client_id);
+        true
     }
 
     /// Number of sessions (connected or not).

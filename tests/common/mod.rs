@@ -14,7 +14,7 @@ use mqtt_server::codec::{
     SubscriptionOptions, Unsubscribe,
 };
 use mqtt_server::config::{Config, ListenerConfig};
-use mqtt_server::{Broker, Hooks};
+use mqtt_server::{Broker, ClientInfo, Decision, Hooks, QoS as HookQoS};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -314,5 +314,21 @@ pub async fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
             "timed out waiting for: {what}"
         );
         tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+/// Hooks that refuse every subscription whose filter starts with `denied/` (a refusal the
+/// tests can trigger on purpose).
+#[derive(Debug, Default, Clone, Copy)]
+pub struct DenyPrefix;
+
+#[async_trait::async_trait]
+impl Hooks for DenyPrefix {
+    fn on_subscribe(&self, _client: &ClientInfo, filter: &str, _qos: &mut HookQoS) -> Decision {
+        if filter.starts_with("denied/") {
+            Decision::Deny
+        } else {
+            Decision::Allow
+        }
     }
 }
