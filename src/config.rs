@@ -91,8 +91,9 @@ pub struct MqttConfig {
     pub topic_alias_maximum: u16,
     /// Assign topic aliases on messages sent to MQTT 5 clients that allow them. Default true.
     pub assign_topic_aliases: bool,
-    /// QoS 2 messages an MQTT 5 client may have unreleased at once (Receive Maximum in
-    /// CONNACK, 1 to 65535). Default 65535.
+    /// QoS 1 and 2 messages an MQTT 5 client may have unacknowledged at once (Receive Maximum
+    /// in CONNACK, 1 to 65535). QoS 1 is acknowledged at once, so in practice this bounds the
+    /// QoS 2 messages awaiting PUBREL. Default 100.
     pub receive_maximum: u16,
     /// Highest QoS the broker accepts and grants (0, 1 or 2). Default 2.
     pub maximum_qos: u8,
@@ -153,7 +154,7 @@ impl Default for MqttConfig {
             session_expiry_interval: u32::MAX,
             topic_alias_maximum: 10,
             assign_topic_aliases: true,
-            receive_maximum: u16::MAX,
+            receive_maximum: 100,
             maximum_qos: 2,
             shared_subscription_strategy: SharedStrategy::RoundRobin,
         }

@@ -86,6 +86,10 @@ pub enum DecodeError {
     /// A property value out of its allowed range.
     #[error("property {0:#04x} has an invalid value")]
     InvalidPropertyValue(u8),
+    /// A rule whose breach the specification calls a Protocol Error (MQTT 5 reason 0x82) rather
+    /// than a Malformed Packet.
+    #[error("protocol error: {0}")]
+    ProtocolError(&'static str),
     /// An MQTT 5 reason code that this packet type does not define.
     #[error("invalid reason code {0:#04x}")]
     InvalidReasonCode(u8),
@@ -97,9 +101,12 @@ impl DecodeError {
     pub fn reason_code(&self) -> u8 {
         match self {
             DecodeError::PacketTooLarge { .. } => 0x95,
+            // [MQTT-3.3.2-8] Topic Alias 0: 0x94 Topic Alias invalid.
+            DecodeError::InvalidPropertyValue(0x23) => 0x94,
             DecodeError::UnsupportedProtocolLevel(_) | DecodeError::InvalidProtocolName => 0x84,
             DecodeError::DuplicateProperty(_)
             | DecodeError::InvalidPropertyValue(_)
+            | DecodeError::ProtocolError(_)
             | DecodeError::ZeroPacketId
             | DecodeError::EmptySubscribe
             | DecodeError::EmptyUnsubscribe => 0x82,

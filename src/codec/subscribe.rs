@@ -60,18 +60,26 @@ fn decode_options(
         return Err(DecodeError::InvalidSubscriptionOptions);
     }
     // [MQTT-3-8.3-4] (3.1.1) / 3.8.3.1 (5.0): Maximum QoS 3 is not allowed
-    let qos = QoS::from_u8(byte & 3).ok_or(DecodeError::InvalidSubscriptionOptions)?;
+    let qos = QoS::from_u8(byte & 3).ok_or(DecodeError::ProtocolError(
+        "[MQTT-3.8.3-4] subscription options with Maximum QoS 3",
+    ))?;
     let retain_handling = match (byte >> RETAIN_HANDLING_SHIFT) & 3 {
         0 => RetainHandling::SendAtSubscribe,
         1 => RetainHandling::SendIfNew,
         2 => RetainHandling::DoNotSend,
         // 3.8.3.1: Retain Handling 3 is a Protocol Error
-        _ => return Err(DecodeError::InvalidSubscriptionOptions),
+        _ => {
+            return Err(DecodeError::ProtocolError(
+                "3.8.3.1 subscription options with Retain Handling 3",
+            ));
+        }
     };
     let no_local = byte & NO_LOCAL != 0;
     // [MQTT-3.8.3-4] (5.0) No Local on a shared subscription is a Protocol Error
     if no_local && shared {
-        return Err(DecodeError::InvalidSubscriptionOptions);
+        return Err(DecodeError::ProtocolError(
+            "[MQTT-3.8.3-4] No Local on a shared subscription",
+        ));
     }
     Ok(SubscriptionOptions {
         qos,

@@ -23,7 +23,9 @@ use super::handler::{Close, Handler};
 use super::outbound::encode_batch;
 use super::v5::{InboundV5, OutboundV5};
 use crate::broker::BrokerCore;
-use crate::codec::{self, Disconnect, LastWill, Packet, ProtocolVersion};
+use bytestring::ByteString;
+
+use crate::codec::{self, Disconnect, LastWill, Packet, Properties, ProtocolVersion};
 use crate::hooks::{ClientInfo, DisconnectReason};
 use crate::metrics::Metrics;
 use crate::session::{Outbound, Session};
@@ -191,6 +193,11 @@ impl<T: Transport> Driver<T> {
                         outbound.as_deref_mut(),
                     );
                     Metrics::add(&core.metrics.messages_sent, published);
+                    if wbuf.is_empty() {
+                        // Everything taken was discarded (too large for the client, which
+                        // freed in-flight room): take again at once rather than wait.
+                        continue;
+                    }
                 }
             }
             let writing = wpos < wbuf.len();
@@ -276,10 +283,25 @@ impl<T: Transport> Driver<T> {
         if self.version.is_v5() && reason.code >= 0x80 {
             // [MQTT-4.13.1-1] the server sends DISCONNECT with the reason before it closes
             // ([MQTT-3.14.4-1]: and nothing after it).
-            let disconnect = Packet::Disconnect(Disconnect {
+            // With a Reason String (which also makes the Property Length explicit, which some
+            // clients need), unless it would exceed the client's Maximum Packet Size
+            // ([MQTT-3.14.2-3]).
+            let max = outbound.as_ref().map_or(u32::MAX, |o| o.max_packet) as usize;
+            let with_text = Packet::Disconnect(Disconnect {
                 reason: reason.code,
-                properties: None,
+                properties: Some(Box::new(Properties {
+                    reason_string: Some(ByteString::from_static(reason_text(reason.code))),
+                    ..Properties::default()
+                })),
             });
+            let disconnect = if codec::encoded_len(&with_text, self.version) <= max {
+                with_text
+            } else {
+                Packet::Disconnect(Disconnect {
+                    reason: reason.code,
+                    properties: None,
+                })
+            };
             let _ = codec::encode(&disconnect, self.version, &mut closing);
         }
         if wpos < wbuf.len() || !closing.is_empty() {
@@ -298,6 +320,25 @@ impl<T: Transport> Driver<T> {
         }
         let _ = tokio::time::timeout(FINAL_FLUSH, self.stream.shutdown()).await;
         reason
+    }
+}
+
+/// The Reason String of a server DISCONNECT with reason `code` (MQTT 5.0 table 3-10).
+fn reason_text(code: u8) -> &'static str {
+    match code {
+        0x81 => "malformed packet",
+        0x82 => "protocol error",
+        0x87 => "not authorized",
+        0x8B => "server shutting down",
+        0x8D => "keep alive timeout",
+        0x8E => "session taken over",
+        0x93 => "receive maximum exceeded",
+        0x94 => "topic alias invalid",
+        0x95 => "packet too large",
+        0x99 => "payload format invalid",
+        0x9A => "retain not supported",
+        0x9B => "QoS not supported",
+        _ => "disconnected by the server",
     }
 }
 
