@@ -13,7 +13,7 @@ use std::io::ErrorKind;
 use std::pin::Pin;
 use std::task::Poll;
 
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::time::Instant;
 
 use std::sync::Arc;
@@ -319,6 +319,16 @@ impl<T: Transport> Driver<T> {
             let _ = tokio::time::timeout(FINAL_FLUSH, self.stream.write_all(&wbuf[wpos..])).await;
         }
         let _ = tokio::time::timeout(FINAL_FLUSH, self.stream.shutdown()).await;
+        if !closing.is_empty() {
+            // A lingering close: read (and discard) what the client still sends until it
+            // closes too, briefly. Closing a socket with unread input resets the connection,
+            // and a reset can destroy the DISCONNECT before the client has read it.
+            let mut scratch = [0u8; 1024];
+            let _ = tokio::time::timeout(FINAL_FLUSH, async {
+                while matches!(self.stream.read(&mut scratch).await, Ok(n) if n > 0) {}
+            })
+            .await;
+        }
         reason
     }
 }
