@@ -2328,7 +2328,7 @@ async fn every_subscribe_is_answered_with_one_suback_with_one_code_per_filter() 
     assert_eq!(
         b.broker.subscription_count(),
         10,
-        "the shared filter was not subscribed"
+        "the denied filter was not subscribed"
     );
     b.stop().await;
 }

@@ -1159,6 +1159,30 @@ async fn exceeding_the_servers_receive_maximum_gets_0x93() {
 }
 
 #[tokio::test]
+async fn refused_qos2_messages_do_not_hold_the_servers_receive_maximum() {
+    let mut config = test_config();
+    config.mqtt.receive_maximum = 1;
+    let b = TestBroker::start_with(config).await;
+    let mut c = client5(&b, "rm-refused").await;
+    // PUBLISH into $SYS is refused: PUBREC 0x87 ends each exchange without PUBREL, so the
+    // packet ids must not pile up against the Receive Maximum of 1.
+    for id in 1..=3 {
+        c.send(pub5("$SYS/x", b"x", QoS::ExactlyOnce, Some(id), None))
+            .await;
+        match c.recv().await {
+            Some(Packet::PubRec(r)) => assert_eq!(
+                (r.packet_id, r.reason),
+                (pid(id), 0x87),
+                "[MQTT-4.3.3-9] refused: PUBREC 0x87, and the id is free again"
+            ),
+            other => panic!("expected PUBREC 0x87, got {other:?}"),
+        }
+    }
+    c.ping_barrier().await;
+    b.stop().await;
+}
+
+#[tokio::test]
 async fn released_qos2_messages_free_the_servers_receive_maximum() {
     let mut config = test_config();
     config.mqtt.receive_maximum = 1;
@@ -1738,6 +1762,24 @@ async fn disconnect_with_will_message_0x04_publishes_the_will() {
 }
 
 #[tokio::test]
+async fn disconnect_with_an_error_code_publishes_the_will() {
+    let b = TestBroker::start().await;
+    let mut w = will_watcher(&b).await;
+    let (mut c, _) = connect_ok(&b, connect_with_will("w80", None, 0)).await;
+    c.send(Packet::Disconnect(Disconnect {
+        reason: 0x80,
+        properties: None,
+    }))
+    .await;
+    let m = w.recv_publish().await;
+    assert_eq!(
+        &*m.topic, "will/w80",
+        "[MQTT-3.14.4-3] only reason 0x00 discards the will; 0x80 publishes it"
+    );
+    b.stop().await;
+}
+
+#[tokio::test]
 async fn disconnect_0x04_still_honours_the_will_delay() {
     let b = TestBroker::start().await;
     let mut w = will_watcher(&b).await;
@@ -2096,6 +2138,31 @@ async fn scram_re_authentication_succeeds_with_auth_0x00() {
         .expect("section 4.12.1: re-authentication verified");
     // The connection carries on.
     sub_one(&mut c, 1, "reauth/t", QoS::AtMostOnce).await;
+    b.stop().await;
+}
+
+#[tokio::test]
+async fn failed_re_authentication_disconnects_with_not_authorized_0x87() {
+    let b = TestBroker::start().await;
+    b.broker.add_credentials("user", "pencil");
+    let (mut c, a) = scram_login(&b, "scram-refail", "user", "pencil").await;
+    assert_eq!(a.code, 0);
+    // The same user re-authenticating with a wrong password.
+    let scram = scram::ScramClient::new("user", "wrong", None);
+    let (scram, client_first) = scram.client_first();
+    c.send(auth5(0x19, Some(&client_first))).await;
+    let server_first = expect_auth(&mut c, 0x18).await;
+    let scram = scram
+        .handle_server_first(&server_first)
+        .expect("a valid server-first-message");
+    let (_, client_final) = scram.client_final();
+    c.send(auth5(0x18, Some(&client_final))).await;
+    expect_disconnect(
+        &mut c,
+        0x87,
+        "[MQTT-4.12.1-2] failed re-authentication: DISCONNECT with a valid code ([MQTT-3.14.2-1])",
+    )
+    .await;
     b.stop().await;
 }
 

@@ -323,7 +323,8 @@ impl<T: Transport> Driver<T> {
             // A lingering close: read (and discard) what the client still sends until it
             // closes too, briefly. Closing a socket with unread input resets the connection,
             // and a reset can destroy the DISCONNECT before the client has read it.
-            let mut scratch = [0u8; 1024];
+            // (On the heap: an idle connection's future must not carry it.)
+            let mut scratch = vec![0u8; 1024];
             let _ = tokio::time::timeout(FINAL_FLUSH, async {
                 while matches!(self.stream.read(&mut scratch).await, Ok(n) if n > 0) {}
             })

@@ -20,7 +20,8 @@ pub(super) fn spawn_timer(
 ) {
     let generation = session.state.lock().generation;
     let shutdown = core.shutdown.clone();
-    tokio::spawn(async move {
+    let handle = session.clone();
+    let task = tokio::spawn(async move {
         let run = async {
             let secs = |s: u32| Duration::from_secs(u64::from(s));
             let mut waited = 0;
@@ -44,6 +45,10 @@ pub(super) fn spawn_timer(
                 if let Some(pending) = session.take_pending_will() {
                     Handler::publish_will(&core, &pending.client, session.key, *pending.will);
                 }
+                // Shared-subscription messages it kept go to another member rather than
+                // being lost with it (section 4.8.2).
+                core.router
+                    .redeliver_shared(&session, &session.client_id, true, &core.metrics);
                 core.router.remove_session(&session);
             }
         };
@@ -52,6 +57,15 @@ pub(super) fn spawn_timer(
             _ = run => {}
         }
     });
+    let mut st = handle.state.lock();
+    if st.generation == generation && st.connection.is_none() {
+        if let Some(old) = st.timer.replace(task.abort_handle()) {
+            old.abort();
+        }
+    } else {
+        // Resumed in the meantime: the timer has nothing to do.
+        task.abort();
+    }
 }
 
 /// Whether the session is still offline since the timer started.

@@ -167,9 +167,9 @@ impl Handler<'_> {
                 let max = self.core.config.mqtt.session_expiry_interval;
                 self.session.state.lock().expiry_interval = requested.min(max);
             }
-            // 0x04 Disconnect with Will Message: the will is published ([MQTT-3.14.4-3] only
-            // discards it on a normal disconnection).
-            if d.reason == 0x04 {
+            // [MQTT-3.14.4-3] only reason 0x00 discards the will: 0x04 (Disconnect with Will
+            // Message) and every error code publish it ([MQTT-3.1.2-8]).
+            if d.reason != 0x00 {
                 return Close::quiet(DisconnectReason::ClientDisconnectWithWill);
             }
         }
@@ -220,11 +220,12 @@ impl Handler<'_> {
                 Ok(())
             }
             AuthStep::Failure { reason } => {
-                tracing::info!(client_id = %self.client.client_id, "re-authentication failed");
-                // [MQTT-4.12.1-2] a failed re-authentication disconnects the client.
+                tracing::info!(client_id = %self.client.client_id, code = reason, "re-authentication failed");
+                // [MQTT-4.12.1-2] a failed re-authentication disconnects the client, with a
+                // code DISCONNECT may carry ([MQTT-3.14.2-1]: 0x86 and 0x8C are CONNACK-only).
                 Err(Close {
                     reason: DisconnectReason::ProtocolError,
-                    code: reason,
+                    code: reason::NOT_AUTHORIZED,
                 })
             }
         }
@@ -320,6 +321,13 @@ impl Handler<'_> {
                     }
                 }
             }
+        }
+        if let (true, QoS::ExactlyOnce, Some(id)) = (self.v5.is_some(), qos, packet_id)
+            && ack_reason >= 0x80
+        {
+            // A PUBREC with an error code ends the exchange: no PUBREL will come, so the packet
+            // id must not stay held ([MQTT-4.3.3-9]: the next PUBLISH with it is a new message).
+            self.session.inbound_qos2_release(id);
         }
         // [MQTT-3.3.4-1] acknowledge according to the QoS of the incoming PUBLISH; a PUBLISH
         // that was refused is still acknowledged ([MQTT-3.3.5-2]), with the reason in MQTT 5.

@@ -364,7 +364,7 @@ pub(super) fn finish(
     if detached && reason != DisconnectReason::Shutdown {
         // Section 4.8.2: what a share-group member leaves unacknowledged goes to another member.
         core.router
-            .redeliver_shared(session, &client.client_id, &core.metrics);
+            .redeliver_shared(session, &client.client_id, false, &core.metrics);
     }
     let mut will_delay = None;
     // [MQTT-3.1.2-8] the will is published when the connection closes for any reason other

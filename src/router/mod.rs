@@ -158,13 +158,19 @@ impl Router {
 
     /// Sends the messages a share-group member leaves unacknowledged to other members of the
     /// group (MQTT 5.0 section 4.8.2): an online member if there is one; otherwise they stay
-    /// with `leaving` if its session persists, or go to an offline member.
-    pub fn redeliver_shared(&self, leaving: &Arc<Session>, publisher_id: &str, metrics: &Metrics) {
+    /// with `leaving` if its session persists (and is not `ending`), or go to an offline member.
+    pub fn redeliver_shared(
+        &self,
+        leaving: &Arc<Session>,
+        publisher_id: &str,
+        ending: bool,
+        metrics: &Metrics,
+    ) {
         let items = leaving.take_shared();
         if items.is_empty() {
             return;
         }
-        let persistent = leaving.state.lock().expiry_interval != 0;
+        let persistent = !ending && leaving.state.lock().expiry_interval != 0;
         let subs = self.subscriptions.read();
         let mut keep = Vec::new();
         for item in items {

@@ -133,6 +133,9 @@ pub struct SessionState {
     pub inflight_cap: usize,
     /// A will waiting for its delay to run out.
     pub pending_will: Option<PendingWill>,
+    /// The task timing this offline session's will delay and expiry, aborted when the session
+    /// is resumed (so a reconnect storm does not pile up sleeping timers).
+    pub timer: Option<tokio::task::AbortHandle>,
     /// Set once the session is discarded: no subscription may be added any more.
     pub discarded: bool,
     /// The writer must re-send the in-flight window before anything else (after a reconnect).
@@ -215,6 +218,7 @@ impl Session {
                 generation: 0,
                 inflight_cap: limits.max_inflight,
                 pending_will: None,
+                timer: None,
                 discarded: false,
                 resend_inflight: false,
                 dropped: 0,
@@ -490,6 +494,9 @@ impl Session {
             .min(usize::from(receive_maximum))
             .max(1);
         st.pending_will = None;
+        if let Some(timer) = st.timer.take() {
+            timer.abort();
+        }
         self.online.store(true, Ordering::Release);
         st.control.clear();
         st.resend_inflight = !st.inflight.is_empty();
@@ -545,6 +552,9 @@ impl Session {
             return Vec::new();
         }
         st.discarded = true;
+        if let Some(timer) = st.timer.take() {
+            timer.abort();
+        }
         st.pending.clear();
         st.inflight.clear();
         st.inbound_qos2 = None;
