@@ -279,58 +279,81 @@ impl<T: Transport> Driver<T> {
                 );
             }
         }
-        let mut closing = BytesMut::new();
-        if self.version.is_v5() && reason.code >= 0x80 {
-            // [MQTT-4.13.1-1] the server sends DISCONNECT with the reason before it closes
-            // ([MQTT-3.14.4-1]: and nothing after it).
-            // With a Reason String (which also makes the Property Length explicit, which some
-            // clients need), unless it would exceed the client's Maximum Packet Size
-            // ([MQTT-3.14.2-3]).
-            let max = outbound.as_ref().map_or(u32::MAX, |o| o.max_packet) as usize;
-            let with_text = Packet::Disconnect(Disconnect {
-                reason: reason.code,
-                properties: Some(Box::new(Properties {
-                    reason_string: Some(ByteString::from_static(reason_text(reason.code))),
-                    ..Properties::default()
-                })),
-            });
-            let disconnect = if codec::encoded_len(&with_text, self.version) <= max {
-                with_text
-            } else {
-                Packet::Disconnect(Disconnect {
-                    reason: reason.code,
-                    properties: None,
-                })
-            };
-            let _ = codec::encode(&disconnect, self.version, &mut closing);
-        }
-        if wpos < wbuf.len() || !closing.is_empty() {
-            if !matches!(
-                reason.reason,
-                DisconnectReason::ProtocolError
-                    | DisconnectReason::KeepAliveTimeout
-                    | DisconnectReason::Shutdown
-            ) {
-                // Only finish the packet being written (a takeover): nothing more of the old
-                // connection's queue.
-                wbuf.truncate(packet_end(&wbuf, wpos));
-            }
-            wbuf.extend_from_slice(&closing);
-            let _ = tokio::time::timeout(FINAL_FLUSH, self.stream.write_all(&wbuf[wpos..])).await;
-        }
-        let _ = tokio::time::timeout(FINAL_FLUSH, self.stream.shutdown()).await;
-        if !closing.is_empty() {
-            // A lingering close: read (and discard) what the client still sends until it
-            // closes too, briefly. Closing a socket with unread input resets the connection,
-            // and a reset can destroy the DISCONNECT before the client has read it.
-            // (On the heap: an idle connection's future must not carry it.)
-            let mut scratch = vec![0u8; 1024];
-            let _ = tokio::time::timeout(FINAL_FLUSH, async {
-                while matches!(self.stream.read(&mut scratch).await, Ok(n) if n > 0) {}
-            })
-            .await;
-        }
+        let max_packet = outbound.as_ref().map_or(u32::MAX, |o| o.max_packet) as usize;
+        // Boxed: the closing writes are rare, and an idle connection's future should not carry
+        // their state.
+        Box::pin(close(
+            &mut self.stream,
+            self.version,
+            reason,
+            wbuf,
+            wpos,
+            max_packet,
+        ))
+        .await;
         reason
+    }
+}
+
+/// The last writes of a connection the server ends: what remains of the packet being written
+/// (or, after a protocol error, keep-alive timeout or shutdown, of the whole batch), the MQTT 5
+/// DISCONNECT, and a lingering close.
+async fn close<T: Transport>(
+    stream: &mut T,
+    version: ProtocolVersion,
+    reason: Close,
+    mut wbuf: BytesMut,
+    wpos: usize,
+    max_packet: usize,
+) {
+    let mut closing = BytesMut::new();
+    if version.is_v5() && reason.code >= 0x80 {
+        // [MQTT-4.13.1-1] the server sends DISCONNECT with the reason before it closes
+        // ([MQTT-3.14.4-1]: and nothing after it), with a Reason String (which also makes the
+        // Property Length explicit, which some clients need) unless it would exceed the
+        // client's Maximum Packet Size ([MQTT-3.14.2-3]).
+        let with_text = Packet::Disconnect(Disconnect {
+            reason: reason.code,
+            properties: Some(Box::new(Properties {
+                reason_string: Some(ByteString::from_static(reason_text(reason.code))),
+                ..Properties::default()
+            })),
+        });
+        let disconnect = if codec::encoded_len(&with_text, version) <= max_packet {
+            with_text
+        } else {
+            Packet::Disconnect(Disconnect {
+                reason: reason.code,
+                properties: None,
+            })
+        };
+        let _ = codec::encode(&disconnect, version, &mut closing);
+    }
+    if wpos < wbuf.len() || !closing.is_empty() {
+        if !matches!(
+            reason.reason,
+            DisconnectReason::ProtocolError
+                | DisconnectReason::KeepAliveTimeout
+                | DisconnectReason::Shutdown
+        ) {
+            // Only finish the packet being written (a takeover): nothing more of the old
+            // connection's queue.
+            wbuf.truncate(packet_end(&wbuf, wpos));
+        }
+        wbuf.extend_from_slice(&closing);
+        let rest = wbuf.get(wpos..).unwrap_or_default();
+        let _ = tokio::time::timeout(FINAL_FLUSH, stream.write_all(rest)).await;
+    }
+    let _ = tokio::time::timeout(FINAL_FLUSH, stream.shutdown()).await;
+    if !closing.is_empty() {
+        // A lingering close: read (and discard) what the client still sends until it closes
+        // too, briefly. Closing a socket with unread input resets the connection, and a reset
+        // can destroy the DISCONNECT before the client has read it.
+        let mut scratch = [0u8; 1024];
+        let _ = tokio::time::timeout(FINAL_FLUSH, async {
+            while matches!(stream.read(&mut scratch).await, Ok(n) if n > 0) {}
+        })
+        .await;
     }
 }
 
