@@ -235,3 +235,29 @@ async fn mqtt5_connect_is_accepted_with_the_servers_capabilities_in_connack() {
     c.ping_barrier().await;
     b.stop().await;
 }
+
+#[tokio::test]
+async fn mqtt311_keep_alive_above_max_keepalive_is_refused_with_0x02() {
+    let mut config = test_config();
+    config.mqtt.max_keepalive = 60;
+    let b = TestBroker::start_with(config).await;
+    // Policy (as Mosquitto): a 3.1.1 client cannot be told a Server Keep Alive, so asking for
+    // more than the maximum is refused with "identifier rejected".
+    let mut c = RawClient::open(b.addr).await;
+    c.send(Packet::Connect(Box::new(connect_packet(
+        "ka-too-long",
+        true,
+        61,
+    ))))
+    .await;
+    match c.recv().await {
+        Some(Packet::ConnAck(a)) => assert_eq!(a.code, 0x02, "identifier rejected"),
+        other => panic!("expected CONNACK 0x02, got {other:?}"),
+    }
+    c.expect_closed().await;
+    let (mut ok, present) =
+        RawClient::connect_with(b.addr, connect_packet("ka-ok", true, 60)).await;
+    assert!(!present);
+    ok.ping_barrier().await;
+    b.stop().await;
+}

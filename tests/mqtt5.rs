@@ -18,7 +18,7 @@ use bytestring::ByteString;
 use common::*;
 use mqtt_server::codec::{
     self, Ack, Auth, ConnAck, Connect, Disconnect, LastWill, Packet, Properties, ProtocolVersion,
-    Publish, QoS, RetainHandling, Subscribe, SubscriptionOptions,
+    Publish, QoS, RetainHandling, Subscribe, SubscriptionOptions, Unsubscribe,
 };
 use mqtt_server::config::SharedStrategy;
 use tokio::time::Instant;
@@ -2555,5 +2555,549 @@ async fn qos2_shared_delivery_stays_with_its_member_across_a_reconnect() {
         (&kept.payload, kept.packet_id, true),
         "[MQTT-4.8.2-4] the QoS 2 delivery is completed with the same member, re-sent with DUP"
     );
+    b.stop().await;
+}
+
+// ---------------------------------------------------------------------------------------------
+// 15. Rules that hold by construction, pinned by tests
+// ---------------------------------------------------------------------------------------------
+
+/// The properties of any acknowledgement-like packet, to check what the server adds.
+fn ack_props(p: &Packet) -> Option<Properties> {
+    match p {
+        Packet::ConnAck(a) => a.properties.as_deref().cloned(),
+        Packet::PubAck(a) | Packet::PubRec(a) | Packet::PubRel(a) | Packet::PubComp(a) => {
+            a.properties.as_deref().cloned()
+        }
+        Packet::SubAck(a) => a.properties.as_deref().cloned(),
+        Packet::UnsubAck(a) => a.properties.as_deref().cloned(),
+        Packet::Disconnect(d) => d.properties.as_deref().cloned(),
+        _ => None,
+    }
+}
+
+#[tokio::test]
+async fn no_reason_strings_or_user_properties_on_acks_and_nothing_over_a_small_maximum_packet_size()
+{
+    let b = TestBroker::start().await;
+    // A client with a small Maximum Packet Size that asks for no problem information and no
+    // response information.
+    let (mut c, a) = connect_ok(
+        &b,
+        with_props(
+            connect5("tiny", true, 60),
+            Properties {
+                maximum_packet_size: Some(64),
+                request_problem_information: Some(0),
+                request_response_information: Some(0),
+                ..Properties::default()
+            },
+        ),
+    )
+    .await;
+    let p = connack_props(&a);
+    assert_eq!(
+        p.response_information, None,
+        "[MQTT-3.1.2-28] no Response Information unless requested"
+    );
+    assert!(
+        p.reason_string.is_none() && p.user_properties.is_empty(),
+        "[MQTT-3.2.2-19] / [MQTT-3.2.2-20] / [MQTT-3.1.2-29] no Reason String or User Property in CONNACK"
+    );
+    let mut seen = vec![Packet::ConnAck(a)];
+    // SUBACK, UNSUBACK, PUBACK, PUBREC, PUBCOMP towards the client, PUBREL too (outbound QoS 2).
+    c.send(subscribe5(1, &[("tiny/t", opts(QoS::ExactlyOnce))], None))
+        .await;
+    seen.push(c.recv().await.expect("SUBACK"));
+    c.send(pub5("tiny/t", b"1", QoS::AtLeastOnce, Some(1), None))
+        .await;
+    c.send(pub5("tiny/t", b"2", QoS::ExactlyOnce, Some(2), None))
+        .await;
+    c.send(Packet::PubRel(ack(2))).await;
+    // Answer the broker's deliveries so it sends PUBREL for the QoS 2 one.
+    let mut pubrel = false;
+    while !pubrel {
+        let p = c.recv().await.expect("packet");
+        match &p {
+            Packet::Publish(m) if m.qos == QoS::AtLeastOnce => puback(&mut c, m).await,
+            Packet::Publish(m) if m.qos == QoS::ExactlyOnce => {
+                let id = m.packet_id.expect("id");
+                c.send(Packet::PubRec(Ack::new(id))).await;
+            }
+            Packet::PubRel(r) => {
+                c.send(Packet::PubComp(Ack::new(r.packet_id))).await;
+                pubrel = true;
+            }
+            _ => {}
+        }
+        seen.push(p);
+    }
+    c.send(Packet::Unsubscribe(Unsubscribe {
+        packet_id: pid(3),
+        filters: vec!["tiny/t".into()],
+        properties: None,
+    }))
+    .await;
+    seen.extend(c.ping_barrier().await);
+    let kinds: Vec<&str> = seen.iter().map(Packet::name).collect();
+    for kind in [
+        "SUBACK", "PUBACK", "PUBREC", "PUBCOMP", "PUBREL", "UNSUBACK",
+    ] {
+        assert!(kinds.contains(&kind), "{kind} seen: {kinds:?}");
+    }
+    for p in &seen {
+        let props = ack_props(p).unwrap_or_default();
+        assert!(
+            props.reason_string.is_none() && props.user_properties.is_empty(),
+            "[MQTT-3.4.2-2..3] [MQTT-3.5.2-2..3] [MQTT-3.6.2-2..3] [MQTT-3.7.2-2..3] \
+             [MQTT-3.9.2-1..2] [MQTT-3.11.2-1..2] no Reason String or User Property in {}",
+            p.name()
+        );
+        let size = codec::encoded_len(p, V5);
+        assert!(
+            size <= 64,
+            "[MQTT-3.1.2-24] {} of {size} bytes exceeds the client's maximum 64",
+            p.name()
+        );
+    }
+    b.stop().await;
+}
+
+#[tokio::test]
+async fn server_disconnect_drops_its_reason_string_to_fit_a_tiny_maximum_packet_size() {
+    let b = TestBroker::start().await;
+    let (mut c, _) = connect_ok(
+        &b,
+        with_props(
+            connect5("tiny-disc", true, 60),
+            Properties {
+                maximum_packet_size: Some(8),
+                ..Properties::default()
+            },
+        ),
+    )
+    .await;
+    // A protocol error: Topic Alias above the maximum.
+    c.send(pub5(
+        "t",
+        b"x",
+        QoS::AtMostOnce,
+        None,
+        Some(Properties {
+            topic_alias: Some(11),
+            ..Properties::default()
+        }),
+    ))
+    .await;
+    match c.recv().await {
+        Some(Packet::Disconnect(d)) => {
+            assert_eq!(d.reason, 0x94);
+            let props = d.properties.as_deref().cloned().unwrap_or_default();
+            assert!(
+                props.reason_string.is_none() && props.user_properties.is_empty(),
+                "[MQTT-3.14.2-3] / [MQTT-3.14.2-4] no Reason String beyond the client's maximum"
+            );
+            assert!(
+                codec::encoded_len(&Packet::Disconnect(d), V5) <= 8,
+                "[MQTT-3.1.2-24]"
+            );
+        }
+        other => panic!("expected DISCONNECT 0x94, got {other:?}"),
+    }
+    b.stop().await;
+}
+
+#[tokio::test]
+async fn server_disconnect_carries_a_reason_string_and_never_a_session_expiry() {
+    let b = TestBroker::start().await;
+    let (mut c, _) = connect_ok(&b, connect_expiry("disc-props", true, 60)).await;
+    c.send(pub5("", b"x", QoS::AtMostOnce, None, None)).await;
+    match c.recv().await {
+        Some(Packet::Disconnect(d)) => {
+            assert_eq!(d.reason, 0x82, "empty topic without alias");
+            let props = d.properties.as_deref().cloned().unwrap_or_default();
+            assert_eq!(
+                props.session_expiry_interval, None,
+                "[MQTT-3.14.2-2] the server never sends a Session Expiry Interval in DISCONNECT"
+            );
+            assert_eq!(props.reason_string.as_deref(), Some("protocol error"));
+        }
+        other => panic!("expected DISCONNECT, got {other:?}"),
+    }
+    b.stop().await;
+}
+
+#[tokio::test]
+async fn topic_alias_maximum_zero_refuses_every_alias() {
+    let mut config = test_config();
+    config.mqtt.topic_alias_maximum = 0;
+    let b = TestBroker::start_with(config).await;
+    let (mut c, a) = connect_ok(&b, connect5("noalias", true, 60)).await;
+    assert_eq!(
+        connack_props(&a).topic_alias_maximum,
+        None,
+        "no Topic Alias Maximum announced: 0"
+    );
+    c.send(pub5(
+        "t",
+        b"x",
+        QoS::AtMostOnce,
+        None,
+        Some(Properties {
+            topic_alias: Some(1),
+            ..Properties::default()
+        }),
+    ))
+    .await;
+    expect_disconnect(
+        &mut c,
+        0x94,
+        "[MQTT-3.2.2-18] a Topic Alias when the server allows none",
+    )
+    .await;
+    b.stop().await;
+}
+
+#[tokio::test]
+async fn shared_and_plain_copies_each_carry_their_own_subscription_identifier() {
+    let b = TestBroker::start().await;
+    let mut c = client5(&b, "ids-two-copies").await;
+    sub5(&mut c, 1, &[("two/t", opts(QoS::AtMostOnce))], Some(1)).await;
+    sub5(
+        &mut c,
+        2,
+        &[("$share/g/two/t", opts(QoS::AtMostOnce))],
+        Some(2),
+    )
+    .await;
+    let local = b.broker.local_client("pub");
+    local
+        .publish("two/t", "m", QoS::AtMostOnce, false)
+        .expect("topic");
+    let mut ids = vec![
+        pub_props(&c.recv_publish().await).subscription_identifiers,
+        pub_props(&c.recv_publish().await).subscription_identifiers,
+    ];
+    ids.sort();
+    assert_eq!(
+        ids,
+        vec![vec![1], vec![2]],
+        "[MQTT-3.3.4-5] each copy carries the identifier of its own subscription"
+    );
+    b.stop().await;
+}
+
+#[tokio::test]
+async fn a_delivery_refused_with_puback_0x80_is_not_sent_again() {
+    let b = TestBroker::start().await;
+    let (mut c, _) = connect_ok(&b, connect_expiry("refuser", true, 60)).await;
+    sub_one(&mut c, 1, "refuse/t", QoS::AtLeastOnce).await;
+    let local = b.broker.local_client("pub");
+    local
+        .publish("refuse/t", "m", QoS::AtLeastOnce, false)
+        .expect("topic");
+    let m = c.recv_publish().await;
+    c.send(Packet::PubAck(Ack {
+        packet_id: m.packet_id.expect("id"),
+        reason: 0x80,
+        properties: None,
+    }))
+    .await;
+    c.ping_barrier().await;
+    drop(c);
+    wait_connections(&b, 1).await;
+    let (mut c, a) = connect_ok(&b, connect_expiry("refuser", false, 60)).await;
+    assert!(a.session_present);
+    // [MQTT-4.4.0-2] a PUBLISH answered with a reason code >= 0x80 is acknowledged: it is
+    // not re-sent when the session resumes.
+    c.assert_no_publish(&b.broker).await;
+    b.stop().await;
+}
+
+#[tokio::test]
+async fn shared_delivery_respects_the_members_granted_qos() {
+    let b = TestBroker::start().await;
+    let mut c = client5(&b, "shared-qos0").await;
+    sub_one(&mut c, 1, "$share/g/sq/t", QoS::AtMostOnce).await;
+    let local = b.broker.local_client("pub");
+    local
+        .publish("sq/t", "m", QoS::ExactlyOnce, false)
+        .expect("topic");
+    let m = c.recv_publish().await;
+    assert_eq!(
+        m.qos,
+        QoS::AtMostOnce,
+        "[MQTT-4.8.2-3] delivered at the QoS granted to the chosen member"
+    );
+    b.stop().await;
+}
+
+#[tokio::test]
+async fn a_shared_message_refused_with_0x80_is_not_given_to_another_member() {
+    let b = TestBroker::start().await;
+    let mut first = client5(&b, "sh-refuse-a").await;
+    sub_one(&mut first, 1, "$share/g/sr/t", QoS::AtLeastOnce).await;
+    let local = b.broker.local_client("pub");
+    local
+        .publish("sr/t", "m", QoS::AtLeastOnce, false)
+        .expect("topic");
+    let m = first.recv_publish().await;
+    first
+        .send(Packet::PubAck(Ack {
+            packet_id: m.packet_id.expect("id"),
+            reason: 0x80,
+            properties: None,
+        }))
+        .await;
+    first.ping_barrier().await;
+    let mut second = client5(&b, "sh-refuse-b").await;
+    sub_one(&mut second, 1, "$share/g/sr/t", QoS::AtLeastOnce).await;
+    drop(first);
+    wait_connections(&b, 2).await;
+    // [MQTT-4.8.2-6] refused by the member it went to: discarded, not given to another.
+    second.assert_no_publish(&b.broker).await;
+    b.stop().await;
+}
+
+#[tokio::test]
+async fn a_qos2_shared_delivery_is_not_given_to_another_member_when_the_session_ends() {
+    let b = TestBroker::start().await;
+    let (mut first, _) = connect_ok(&b, connect_expiry("sh-q2-a", true, 1)).await;
+    sub_one(&mut first, 1, "$share/g/sq2/t", QoS::ExactlyOnce).await;
+    let local = b.broker.local_client("pub");
+    local
+        .publish("sq2/t", "m", QoS::ExactlyOnce, false)
+        .expect("topic");
+    let m = first.recv_publish().await;
+    assert_eq!(m.qos, QoS::ExactlyOnce);
+    let mut second = client5(&b, "sh-q2-b").await;
+    sub_one(&mut second, 1, "$share/g/sq2/t", QoS::ExactlyOnce).await;
+    // The first member leaves without PUBREC; its session (expiry 1 s) ends.
+    drop(first);
+    wait_until("the first member's session expired", || {
+        b.broker.session_count() == 2
+    })
+    .await;
+    // [MQTT-4.8.2-4] / [MQTT-4.8.2-5] a QoS 2 delivery already sent belongs to that member's
+    // session: when the session ends it is not sent to another member.
+    second.assert_no_publish(&b.broker).await;
+    b.stop().await;
+}
+
+#[tokio::test]
+async fn unsubscribing_a_shared_subscription_stops_its_deliveries() {
+    let b = TestBroker::start().await;
+    let mut c = client5(&b, "sh-unsub").await;
+    sub_one(&mut c, 1, "$share/g/su/t", QoS::AtMostOnce).await;
+    c.send(Packet::Unsubscribe(Unsubscribe {
+        packet_id: pid(2),
+        filters: vec!["$share/g/su/t".into()],
+        properties: None,
+    }))
+    .await;
+    match c.recv().await {
+        Some(Packet::UnsubAck(u)) => assert_eq!(u.codes, vec![0x00], "it existed"),
+        other => panic!("expected UNSUBACK, got {other:?}"),
+    }
+    assert_eq!(b.broker.subscription_count(), 0);
+    let local = b.broker.local_client("pub");
+    local
+        .publish("su/t", "m", QoS::AtMostOnce, false)
+        .expect("topic");
+    c.assert_no_publish(&b.broker).await;
+    b.stop().await;
+}
+
+#[tokio::test]
+async fn malformed_shared_subscription_filters_close_the_connection() {
+    let b = TestBroker::start().await;
+    for (i, filter) in ["$share//t", "$share/g+/t", "$share/g"].iter().enumerate() {
+        let mut c = client5(&b, &format!("bad-share-{i}")).await;
+        c.send_bytes(&raw_subscribe(filter, 0, &[])).await;
+        match c.recv().await {
+            Some(Packet::Disconnect(d)) => assert!(
+                d.reason == 0x81 || d.reason == 0x8F || d.reason == 0x82,
+                "[MQTT-4.8.2-1] / [MQTT-4.8.2-2] {filter}: DISCONNECT {:#04x}",
+                d.reason
+            ),
+            other => panic!("{filter}: expected DISCONNECT, got {other:?}"),
+        }
+    }
+    assert_eq!(b.broker.subscription_count(), 0);
+    b.stop().await;
+}
+
+#[tokio::test]
+async fn invalid_utf8_in_user_property_response_topic_or_content_type_is_malformed() {
+    let b = TestBroker::start().await;
+    let bad = [0xC3u8, 0x28];
+    let mut bad_str = (bad.len() as u16).to_be_bytes().to_vec();
+    bad_str.extend_from_slice(&bad);
+    let cases: Vec<(&str, Vec<u8>)> = vec![
+        ("[MQTT-1.5.7-1] User Property name", {
+            let mut p = vec![0x26];
+            p.extend(&bad_str);
+            p.extend(str_field("v"));
+            p
+        }),
+        ("[MQTT-3.3.2-13] Response Topic", {
+            let mut p = vec![0x08];
+            p.extend(&bad_str);
+            p
+        }),
+        ("[MQTT-3.3.2-19] Content Type", {
+            let mut p = vec![0x03];
+            p.extend(&bad_str);
+            p
+        }),
+    ];
+    for (what, props) in cases {
+        let mut body = str_field("t");
+        body.extend(props_block(&props));
+        body.extend_from_slice(b"x");
+        offence_closes(&b, raw(0x30, &body), 0x81, what).await;
+    }
+    b.stop().await;
+}
+
+#[tokio::test]
+async fn auth_with_reserved_flags_is_malformed() {
+    let b = TestBroker::start().await;
+    // AUTH (type 15) with flags 0001: [MQTT-3.15.1-1].
+    offence_closes(&b, vec![0xF1, 0x00], 0x81, "[MQTT-3.15.1-1] AUTH flags").await;
+    b.stop().await;
+}
+
+#[tokio::test]
+async fn request_problem_or_response_information_other_than_0_or_1_is_refused() {
+    let b = TestBroker::start().await;
+    for (what, p) in [
+        (
+            "Request Problem Information 2",
+            Properties {
+                request_problem_information: Some(2),
+                ..Properties::default()
+            },
+        ),
+        (
+            "Request Response Information 2",
+            Properties {
+                request_response_information: Some(2),
+                ..Properties::default()
+            },
+        ),
+    ] {
+        let mut c = open5(&b).await;
+        // Encode a valid CONNECT with the flag set to 1, then patch the value to 2.
+        let mut ok = p.clone();
+        if ok.request_problem_information.is_some() {
+            ok.request_problem_information = Some(1);
+        } else {
+            ok.request_response_information = Some(1);
+        }
+        let mut bytes = enc(&Packet::Connect(Box::new(with_props(
+            connect5("rpi", true, 60),
+            ok,
+        ))));
+        let id = if p.request_problem_information.is_some() {
+            0x17
+        } else {
+            0x19
+        };
+        let at = bytes
+            .windows(2)
+            .position(|w| w == [id, 1])
+            .expect("the property in the encoded CONNECT");
+        bytes[at + 1] = 2;
+        c.send_bytes(&bytes).await;
+        match c.recv_within(WAIT).await {
+            Ok(None) => {}
+            Ok(Some(Packet::ConnAck(a))) => assert!(a.code >= 0x80, "{what}: refused"),
+            other => panic!("{what}: section 3.1.2.11.6/7: expected a refusal, got {other:?}"),
+        }
+        assert_eq!(b.broker.session_count(), 0, "{what}: no session");
+    }
+    b.stop().await;
+}
+
+#[tokio::test]
+async fn an_expired_qos2_message_already_sent_is_still_completed() {
+    let b = TestBroker::start().await;
+    let (mut c, _) = connect_ok(&b, connect_expiry("q2-exp", true, 60)).await;
+    sub_one(&mut c, 1, "q2e/t", QoS::ExactlyOnce).await;
+    let mut publisher = client5(&b, "q2e-pub").await;
+    publisher
+        .send(pub5(
+            "q2e/t",
+            b"m",
+            QoS::ExactlyOnce,
+            Some(1),
+            Some(Properties {
+                message_expiry_interval: Some(1),
+                ..Properties::default()
+            }),
+        ))
+        .await;
+    // Inbound side, [MQTT-4.3.3-13]: PUBREL after the expiry still gets PUBCOMP.
+    match publisher.recv().await {
+        Some(Packet::PubRec(r)) => assert_eq!(r.reason, 0),
+        other => panic!("expected PUBREC, got {other:?}"),
+    }
+    let m = c.recv_publish().await;
+    assert_eq!(m.qos, QoS::ExactlyOnce);
+    drop(c);
+    wait_connections(&b, 1).await;
+    tokio::time::sleep(Duration::from_millis(1300)).await;
+    publisher.send(Packet::PubRel(ack(1))).await;
+    match publisher.recv().await {
+        Some(Packet::PubComp(r)) => assert_eq!(
+            (r.packet_id, r.reason),
+            (pid(1), 0),
+            "[MQTT-4.3.3-13] the exchange completes after expiry"
+        ),
+        other => panic!("expected PUBCOMP, got {other:?}"),
+    }
+    // Outbound side, [MQTT-4.3.3-7]: the delivery had started, so it is re-sent on resume.
+    let (mut c, a) = connect_ok(&b, connect_expiry("q2-exp", false, 60)).await;
+    assert!(a.session_present);
+    let again = c.recv_publish().await;
+    assert!(
+        again.dup && again.packet_id == m.packet_id,
+        "[MQTT-4.3.3-7] no expiry once a QoS 2 PUBLISH was sent: re-sent with DUP"
+    );
+    b.stop().await;
+}
+
+#[tokio::test]
+async fn qos0_with_an_invalid_declared_utf8_payload_is_not_delivered() {
+    let b = TestBroker::start().await;
+    let mut sub = client5(&b, "pfi0-sub").await;
+    sub_one(&mut sub, 1, "pfi0/t", QoS::AtMostOnce).await;
+    let mut c = client5(&b, "pfi0-pub").await;
+    let declared_utf8 = Properties {
+        payload_format_indicator: Some(1),
+        ..Properties::default()
+    };
+    // Policy: QoS 0 has no acknowledgement to carry 0x99, so the message is dropped quietly
+    // and the connection stays up.
+    c.send(pub5(
+        "pfi0/t",
+        &[0xFF, 0xFE],
+        QoS::AtMostOnce,
+        None,
+        Some(declared_utf8.clone()),
+    ))
+    .await;
+    c.ping_barrier().await;
+    sub.assert_no_publish(&b.broker).await;
+    c.send(pub5(
+        "pfi0/t",
+        "ok".as_bytes(),
+        QoS::AtMostOnce,
+        None,
+        Some(declared_utf8),
+    ))
+    .await;
+    assert_eq!(utf8(&sub.recv_publish().await), "ok");
     b.stop().await;
 }

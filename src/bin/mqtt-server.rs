@@ -9,7 +9,7 @@ use clap::Parser;
 use mqtt_server::Broker;
 use mqtt_server::config::{self, Config};
 
-/// An MQTT 3.1.1 / 3.1 broker.
+/// An MQTT 5.0 / 3.1.1 / 3.1 broker.
 #[derive(Debug, Parser)]
 #[command(name = "mqtt-server", version, about)]
 struct Args {
