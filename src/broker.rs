@@ -42,6 +42,9 @@ pub enum BrokerError {
     /// `start` was called after `shutdown`.
     #[error("the broker has been shut down")]
     ShutDown,
+    /// A password, ACL or certificate file could not be loaded (the message names the path).
+    #[error("{0}")]
+    Security(String),
 }
 
 /// State shared by every task of one broker.
@@ -51,6 +54,8 @@ pub(crate) struct BrokerCore {
     pub sessions: SessionRegistry,
     pub credentials: Credentials,
     pub authenticators: parking_lot::RwLock<Authenticators>,
+    /// The ACL in force (`auth.acl_file`), if any; replaced on reload.
+    pub acl: parking_lot::RwLock<Option<Arc<crate::auth::acl::Acl>>>,
     /// The built-in SCRAM-SHA-256 method's user store (fed by `add_credentials`).
     pub scram: Arc<ScramSha256>,
     pub hooks: Arc<dyn Hooks>,
@@ -63,6 +68,11 @@ pub(crate) struct BrokerCore {
 }
 
 impl BrokerCore {
+    /// The ACL in force, if any.
+    pub fn acl(&self) -> Option<Arc<crate::auth::acl::Acl>> {
+        self.acl.read().clone()
+    }
+
     /// The enhanced-authentication method `method`, if the broker offers it.
     pub fn authenticator(&self, method: &str) -> Option<Arc<dyn Authenticator>> {
         self.authenticators.read().get(method)
@@ -121,6 +131,7 @@ impl Broker {
                 sessions: SessionRegistry::default(),
                 credentials: Credentials::default(),
                 authenticators: parking_lot::RwLock::new(authenticators),
+                acl: parking_lot::RwLock::new(None),
                 scram,
                 hooks: Arc::new(hooks),
                 metrics: Metrics::default(),
@@ -143,6 +154,7 @@ impl Broker {
         if self.core.local_addrs.lock().is_some() {
             return Err(BrokerError::AlreadyStarted);
         }
+        self.load_security_files().map_err(BrokerError::Security)?;
         let mut bound = Vec::new();
         for cfg in &self.core.config.listeners {
             let listener = tcp::bind(cfg.bind).map_err(|source| BrokerError::Bind {
@@ -172,6 +184,32 @@ impl Broker {
                 .spawn(tcp::accept_loop(self.core.clone(), listener, context));
         }
         Ok(())
+    }
+
+    /// Reads the password file and the ACL file named in the configuration (`[auth]`). On any
+    /// error nothing is replaced and the error names the file (and line).
+    fn load_security_files(&self) -> Result<(), String> {
+        let auth = &self.core.config.auth;
+        let acl = match &auth.acl_file {
+            Some(path) => Some(Arc::new(crate::auth::acl::Acl::load(path)?)),
+            None => None,
+        };
+        if let Some(path) = &auth.password_file {
+            let users = self.core.credentials.load_password_file(path)?;
+            tracing::info!(path = %path.display(), users, "password file loaded");
+        }
+        if let Some(acl) = &acl {
+            tracing::info!(rules = acl.rule_count(), "ACL file loaded");
+        }
+        *self.core.acl.write() = acl;
+        Ok(())
+    }
+
+    /// Re-reads the password file and the ACL file (what the daemon does on SIGHUP). Existing
+    /// connections stay; new checks use the new files. On an error the previous contents stay
+    /// in force and the error (naming the file and line) is returned.
+    pub fn reload(&self) -> Result<(), String> {
+        self.load_security_files()
     }
 
     /// The addresses the listeners are bound to (empty before [`Broker::start`]).

@@ -35,6 +35,34 @@ pub struct Config {
     pub limits: Limits,
     /// Protocol behaviour.
     pub mqtt: MqttConfig,
+    /// Authentication and authorization files.
+    pub auth: AuthConfig,
+}
+
+/// Authentication and authorization files (Mosquitto formats), reloaded on SIGHUP.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuthConfig {
+    /// Password file in Mosquitto's `mosquitto_passwd` format (`user:$7$...` lines). When set,
+    /// a client that sends a user name must match an entry.
+    pub password_file: Option<std::path::PathBuf>,
+    /// ACL file in Mosquitto's `acl_file` format. When set, every PUBLISH, SUBSCRIBE and
+    /// delivery is checked against it, and what it does not grant is denied.
+    pub acl_file: Option<std::path::PathBuf>,
+    /// SUBACK reason code for a subscription the ACL denies to an MQTT 5 client: 0x87 (Not
+    /// authorized, the default) or 0x80 (Unspecified error, what MQTT 3.1.1 clients get and
+    /// what some older test suites expect). Default 0x87.
+    pub v5_subscribe_denied_code: u8,
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        AuthConfig {
+            password_file: None,
+            acl_file: None,
+            v5_subscribe_denied_code: 0x87,
+        }
+    }
 }
 
 /// One network listener.
@@ -127,6 +155,7 @@ impl Default for Config {
             }],
             limits: Limits::default(),
             mqtt: MqttConfig::default(),
+            auth: AuthConfig::default(),
         }
     }
 }
@@ -217,6 +246,16 @@ impl Config {
         }
         self.validate_listeners(origin)?;
         self.limits.validate(origin)?;
+        if !matches!(self.auth.v5_subscribe_denied_code, 0x80 | 0x87) {
+            return Err(ConfigError::key(
+                origin,
+                "auth.v5_subscribe_denied_code",
+                format!(
+                    "must be 0x80 (128) or 0x87 (135), got {}",
+                    self.auth.v5_subscribe_denied_code
+                ),
+            ));
+        }
         self.mqtt.validate(origin)
     }
 

@@ -51,7 +51,9 @@ impl LocalClient {
             core.router.remove_session(old);
         }
         let conn_id = core.next_connection_id();
-        opened.session.attach(conn_id, u16::MAX);
+        opened.session.attach(conn_id, u16::MAX, None);
+        // The application's own client: the ACL is for network clients.
+        opened.session.state.lock().acl_exempt = true;
         Metrics::inc(&core.metrics.connections_current);
         LocalClient {
             core,
@@ -83,9 +85,12 @@ impl LocalClient {
         if retain && self.core.config.mqtt.retain_available {
             self.core.router.retain(&message);
         }
-        self.core
-            .router
-            .route(&message, &self.session.client_id, &self.core.metrics);
+        self.core.router.route(
+            &message,
+            &self.session.client_id,
+            self.core.acl().as_deref(),
+            &self.core.metrics,
+        );
         Ok(())
     }
 
@@ -108,7 +113,7 @@ impl LocalClient {
         {
             self.core
                 .router
-                .send_retained(&self.session, filter, qos, 0, &self.core.metrics);
+                .send_retained(&self.session, filter, qos, 0, None, &self.core.metrics);
         }
         Ok(())
     }

@@ -15,6 +15,7 @@ pub struct Metrics {
     pub(crate) messages_dropped: AtomicU64,
     pub(crate) bytes_received: AtomicU64,
     pub(crate) bytes_sent: AtomicU64,
+    pub(crate) acl_denied: AtomicU64,
     /// Second (since the Unix epoch) of the last "queue full" warning.
     last_drop_warning: AtomicU64,
 }
@@ -40,6 +41,8 @@ pub struct MetricsSnapshot {
     pub bytes_received: u64,
     /// Bytes written to client sockets.
     pub bytes_sent: u64,
+    /// PUBLISH, SUBSCRIBE and deliveries refused by the ACL.
+    pub acl_denied: u64,
 }
 
 impl Metrics {
@@ -81,6 +84,7 @@ impl Metrics {
             messages_dropped: r(&self.messages_dropped),
             bytes_received: r(&self.bytes_received),
             bytes_sent: r(&self.bytes_sent),
+            acl_denied: r(&self.acl_denied),
         }
     }
 }

@@ -131,18 +131,21 @@ async fn run(config: Config) -> ExitCode {
         // Tests and scripts read this line to learn the port chosen for port 0.
         println!("mqtt-server listening on {addr}");
     }
-    signals.wait().await;
+    signals.wait(&broker).await;
     tracing::info!("shutting down");
     broker.shutdown().await;
     ExitCode::SUCCESS
 }
 
-/// SIGINT and SIGTERM, installed once at start-up.
+/// SIGINT and SIGTERM (stop), SIGHUP (reload the password and ACL files), installed once at
+/// start-up.
 struct Signals {
     #[cfg(unix)]
     term: tokio::signal::unix::Signal,
     #[cfg(unix)]
     int: tokio::signal::unix::Signal,
+    #[cfg(unix)]
+    hup: tokio::signal::unix::Signal,
 }
 
 impl Signals {
@@ -153,6 +156,7 @@ impl Signals {
             Ok(Signals {
                 term: signal(SignalKind::terminate())?,
                 int: signal(SignalKind::interrupt())?,
+                hup: signal(SignalKind::hangup())?,
             })
         }
         #[cfg(not(unix))]
@@ -161,16 +165,22 @@ impl Signals {
         }
     }
 
-    async fn wait(mut self) {
+    /// Waits for a stop signal, reloading `broker`'s security files on each SIGHUP.
+    async fn wait(mut self, broker: &Broker) {
         #[cfg(unix)]
-        {
+        loop {
             tokio::select! {
-                _ = self.term.recv() => {}
-                _ = self.int.recv() => {}
+                _ = self.term.recv() => return,
+                _ = self.int.recv() => return,
+                _ = self.hup.recv() => match broker.reload() {
+                    Ok(()) => tracing::info!("SIGHUP: password and ACL files reloaded"),
+                    Err(e) => tracing::error!("SIGHUP: reload failed, previous files stay in force: {e}"),
+                },
             }
         }
         #[cfg(not(unix))]
         {
+            let _ = broker;
             let _ = tokio::signal::ctrl_c().await;
         }
     }

@@ -47,8 +47,13 @@ pub(super) fn spawn_timer(
                 }
                 // Shared-subscription messages it kept go to another member rather than
                 // being lost with it (section 4.8.2).
-                core.router
-                    .redeliver_shared(&session, &session.client_id, true, &core.metrics);
+                core.router.redeliver_shared(
+                    &session,
+                    &session.client_id,
+                    true,
+                    core.acl().as_deref(),
+                    &core.metrics,
+                );
                 core.router.remove_session(&session);
             }
         };

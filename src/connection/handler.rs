@@ -352,6 +352,16 @@ impl Handler<'_> {
         mut draft: PublishDraft,
         properties: Option<Box<Properties>>,
     ) -> Outcome {
+        let acl = core.acl();
+        if let Some(acl) = &acl
+            && !acl.check_publish(&client.client_id, client.username.as_deref(), &draft.topic)
+        {
+            // Denied by the ACL: acknowledged as the protocol level prescribes (0x87 in
+            // MQTT 5), counted, not delivered.
+            Metrics::inc(&core.metrics.acl_denied);
+            tracing::debug!(client_id = %client.client_id, topic = %draft.topic, "publish denied by the ACL");
+            return Outcome::Refused;
+        }
         // The codec validated the topic; only a topic the hook replaced needs checking again.
         let decoded_topic = (draft.topic.as_ptr(), draft.topic.len());
         if core.hooks.on_publish(client, &mut draft) == Decision::Deny {
@@ -385,10 +395,12 @@ impl Handler<'_> {
         if retain {
             core.router.retain(&message);
         }
-        Outcome::Routed(
-            core.router
-                .route(&message, &client.client_id, &core.metrics),
-        )
+        Outcome::Routed(core.router.route(
+            &message,
+            &client.client_id,
+            acl.as_deref(),
+            &core.metrics,
+        ))
     }
 
     /// Publishes a client's will ([MQTT-3.1.2-8]), through the same hook and routing as a
@@ -435,12 +447,25 @@ impl Handler<'_> {
                 // [MQTT-3.8.3-4] No Local on a shared subscription is a Protocol Error.
                 return Err(self.protocol_error(reason::PROTOCOL_ERROR));
             }
+            let acl_denied = self.core.acl().is_some_and(|acl| {
+                !acl.check_subscribe(
+                    &self.client.client_id,
+                    self.client.username.as_deref(),
+                    &filter,
+                )
+            });
+            if acl_denied {
+                Metrics::inc(&self.core.metrics.acl_denied);
+                tracing::debug!(client_id = %self.client.client_id, %filter, "subscription denied by the ACL");
+            }
             let mut qos = options.qos;
-            if self.core.hooks.on_subscribe(self.client, &filter, &mut qos) == Decision::Deny {
-                codes.push(if v5 {
-                    reason::NOT_AUTHORIZED
-                } else {
-                    SUBACK_FAILURE
+            if acl_denied
+                || self.core.hooks.on_subscribe(self.client, &filter, &mut qos) == Decision::Deny
+            {
+                codes.push(match (v5, acl_denied) {
+                    (false, _) => SUBACK_FAILURE,
+                    (true, true) => self.core.config.auth.v5_subscribe_denied_code,
+                    (true, false) => reason::NOT_AUTHORIZED,
                 });
                 continue;
             }
@@ -476,9 +501,14 @@ impl Handler<'_> {
             properties: None,
         }));
         for (filter, qos) in retained {
-            self.core
-                .router
-                .send_retained(self.session, &filter, qos, id, &self.core.metrics);
+            self.core.router.send_retained(
+                self.session,
+                &filter,
+                qos,
+                id,
+                self.core.acl().as_deref(),
+                &self.core.metrics,
+            );
         }
         Ok(())
     }

@@ -250,7 +250,11 @@ async fn serve<T: Transport>(
         core.router.remove_session(old);
     }
     let session = opened.session;
-    session.attach(conn_id, props.receive_maximum.unwrap_or(u16::MAX));
+    session.attach(
+        conn_id,
+        props.receive_maximum.unwrap_or(u16::MAX),
+        username.clone(),
+    );
 
     // CONNACK is written before the driver starts, so it precedes everything queued.
     let connack_props = version.is_v5().then(|| {
@@ -363,8 +367,13 @@ pub(super) fn finish(
     };
     if detached && reason != DisconnectReason::Shutdown {
         // Section 4.8.2: what a share-group member leaves unacknowledged goes to another member.
-        core.router
-            .redeliver_shared(session, &client.client_id, false, &core.metrics);
+        core.router.redeliver_shared(
+            session,
+            &client.client_id,
+            false,
+            core.acl().as_deref(),
+            &core.metrics,
+        );
     }
     let mut will_delay = None;
     // [MQTT-3.1.2-8] the will is published when the connection closes for any reason other

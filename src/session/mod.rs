@@ -19,6 +19,7 @@ use bytestring::ByteString;
 use parking_lot::Mutex;
 use tokio::sync::Notify;
 
+use crate::auth::acl::Acl;
 use crate::codec::{Ack, LastWill, Packet, PacketId, QoS, SubscriptionOptions};
 use crate::hooks::ClientInfo;
 use crate::message::SharedMessage;
@@ -133,6 +134,11 @@ pub struct SessionState {
     pub inflight_cap: usize,
     /// A will waiting for its delay to run out.
     pub pending_will: Option<PendingWill>,
+    /// User name of the connection serving (or that last served) the session, for the read
+    /// checks of the ACL on every delivery.
+    pub username: Option<ByteString>,
+    /// The in-process client's session: the application itself, not subject to the ACL.
+    pub acl_exempt: bool,
     /// The task timing this offline session's will delay and expiry, aborted when the session
     /// is resumed (so a reconnect storm does not pile up sleeping timers).
     pub timer: Option<tokio::task::AbortHandle>,
@@ -218,6 +224,8 @@ impl Session {
                 generation: 0,
                 inflight_cap: limits.max_inflight,
                 pending_will: None,
+                username: None,
+                acl_exempt: false,
                 timer: None,
                 discarded: false,
                 resend_inflight: false,
@@ -241,9 +249,21 @@ impl Session {
         qos: QoS,
         retain: bool,
         extra: Option<Arc<DeliveryExtra>>,
+        acl: Option<&Acl>,
         metrics: &Metrics,
     ) -> Enqueued {
         let mut st = self.state.lock();
+        if let Some(acl) = acl
+            && !st.acl_exempt
+            && !acl.check_receive(&self.client_id, st.username.as_deref(), &message.topic)
+        {
+            // Read access is checked on every delivery (as Mosquitto does): this is what keeps
+            // a denied topic out of a broad subscription, and checks retained messages and
+            // wills against the client they are delivered to.
+            drop(st);
+            Metrics::inc(&metrics.acl_denied);
+            return Enqueued::Dropped;
+        }
         let online = st.connection.is_some();
         if !online && qos == QoS::AtMostOnce && !st.limits.queue_qos0_offline {
             return Enqueued::Dropped;
@@ -484,9 +504,10 @@ impl Session {
     /// is woken and finds it no longer serves this session (see [`Session::serves`]).
     /// `receive_maximum` is the client's Receive Maximum (65 535 when it sent none).
     /// Attaching cancels a will waiting for its delay ([MQTT-3.1.3-9]).
-    pub fn attach(&self, conn: u64, receive_maximum: u16) {
+    pub fn attach(&self, conn: u64, receive_maximum: u16, username: Option<ByteString>) {
         let mut st = self.state.lock();
         let previous = st.connection.replace(conn);
+        st.username = username;
         st.generation += 1;
         st.inflight_cap = st
             .limits
