@@ -388,3 +388,85 @@ async fn unparsable_bind_exits_2() {
         "{stderr}"
     );
 }
+
+/// Connects with rumqttc as `user`/`password` and returns the CONNACK code.
+async fn connack_code(
+    addr: SocketAddr,
+    client_id: &str,
+    user: &str,
+    password: &str,
+) -> ConnectReturnCode {
+    let mut options = MqttOptions::new(client_id, addr.ip().to_string(), addr.port());
+    options.set_credentials(user, password);
+    let (_client, mut events) = AsyncClient::new(options, 10);
+    let polled = tokio::time::timeout(CLIENT_TIMEOUT, async {
+        loop {
+            match events.poll().await {
+                Ok(Event::Incoming(Packet::ConnAck(a))) => return a.code,
+                Ok(_) => {}
+                Err(rumqttc::ConnectionError::ConnectionRefused(code)) => return code,
+                Err(e) => panic!("connection failed: {e}"),
+            }
+        }
+    })
+    .await;
+    polled.expect("CONNACK within the timeout")
+}
+
+#[tokio::test]
+async fn passwd_subcommand_writes_files_that_mosquitto_passwd_and_the_broker_share() {
+    let file = TempFile::new("passwd", "");
+    // Ours creates the file, Mosquitto's tool adds a user to it, ours deletes one.
+    let out = run_to_exit(&["passwd", "-c", "-b", file.arg(), "alice", "alice-pw"]).await;
+    assert!(out.status.success(), "passwd -c -b: {out:?}");
+    let out = run_to_exit(&["passwd", "-b", file.arg(), "carol", "carol-pw"]).await;
+    assert!(out.status.success(), "passwd -b: {out:?}");
+    let status = std::process::Command::new("mosquitto_passwd")
+        .args(["-b", file.arg(), "bob", "bob-pw"])
+        .status()
+        .expect("mosquitto_passwd must be installed (scripts/test installs the mosquitto package)");
+    assert!(status.success(), "mosquitto_passwd -b on our file");
+    let out = run_to_exit(&["passwd", "-D", file.arg(), "carol"]).await;
+    assert!(out.status.success(), "passwd -D: {out:?}");
+    let text = std::fs::read_to_string(file.path()).expect("read");
+    assert!(text.contains("alice:$7$") && text.contains("bob:$7$") && !text.contains("carol"));
+    // A password on the command line without -b is refused (it would end in shell history
+    // by accident), with exit code 2.
+    let out = run_to_exit(&["passwd", file.arg(), "dave", "pw"]).await;
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+
+    let config = TempFile::new(
+        "passwd.toml",
+        &format!(
+            "[[listener]]\nbind = \"127.0.0.1:0\"\n[auth]\npassword_file = \"{}\"\n",
+            file.arg()
+        ),
+    );
+    let server = Server::start(&["--config", config.arg(), "--log-level", "warn"], 1).await;
+    let addr = server.addrs[0];
+    assert_eq!(
+        connack_code(addr, "a", "alice", "alice-pw").await,
+        ConnectReturnCode::Success
+    );
+    assert_eq!(
+        connack_code(addr, "b", "bob", "bob-pw").await,
+        ConnectReturnCode::Success
+    );
+    assert_eq!(
+        connack_code(addr, "c", "alice", "wrong").await,
+        ConnectReturnCode::BadUserNamePassword
+    );
+    assert!(server.terminate().await.success());
+}
+
+#[tokio::test]
+async fn a_missing_password_file_stops_the_start_naming_the_path() {
+    let config = TempFile::new(
+        "missing-passwd.toml",
+        "[[listener]]\nbind = \"127.0.0.1:0\"\n[auth]\npassword_file = \"/nonexistent/mqtt-passwd\"\n",
+    );
+    let out = run_to_exit(&["--config", config.arg()]).await;
+    assert!(!out.status.success(), "must not start");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("/nonexistent/mqtt-passwd"), "{stderr}");
+}

@@ -4,4 +4,5 @@
 pub mod acl;
 pub mod credentials;
 pub mod enhanced;
+pub mod password_file;
 pub mod scram;

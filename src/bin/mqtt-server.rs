@@ -29,10 +29,50 @@ struct Args {
     /// Print the embedded default configuration (a commented TOML file) and exit.
     #[arg(long)]
     print_default_config: bool,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+/// Subcommands (without one, the broker runs).
+#[derive(Debug, clap::Subcommand)]
+enum Command {
+    /// Add, update or delete a user in a password file (Mosquitto's format, as
+    /// `mosquitto_passwd`): `mqtt-server passwd [-c] [-b] [-D] FILE USER [PASSWORD]`.
+    Passwd(PasswdArgs),
+}
+
+/// `mqtt-server passwd` arguments (the flags of `mosquitto_passwd`).
+#[derive(Debug, clap::Args)]
+struct PasswdArgs {
+    /// Create a new password file, overwriting an existing one.
+    #[arg(short = 'c')]
+    create: bool,
+    /// Batch mode: take the password from the command line (it may then show in the process
+    /// list and shell history).
+    #[arg(short = 'b')]
+    batch: bool,
+    /// Delete USER from the file.
+    #[arg(short = 'D', conflicts_with_all = ["batch", "create"])]
+    delete: bool,
+    /// The password file.
+    file: PathBuf,
+    /// The user name.
+    user: String,
+    /// The password (with -b only; otherwise it is asked for twice on the terminal).
+    password: Option<String>,
 }
 
 fn main() -> ExitCode {
     let args = Args::parse();
+    if let Some(Command::Passwd(p)) = &args.command {
+        return match passwd(p) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("mqtt-server passwd: {e}");
+                ExitCode::from(2)
+            }
+        };
+    }
     if args.print_default_config {
         print!("{}", config::DEFAULT_CONFIG_TOML);
         return ExitCode::SUCCESS;
@@ -98,6 +138,32 @@ fn load(args: &Args) -> Result<Config, String> {
         ));
     }
     Ok(config)
+}
+
+/// `mqtt-server passwd`.
+fn passwd(p: &PasswdArgs) -> Result<(), String> {
+    use mqtt_server::auth::password_file::{Change, update};
+    if p.delete {
+        return update(&p.file, false, &p.user, Change::Delete);
+    }
+    let password = match (&p.password, p.batch) {
+        (Some(password), true) => password.clone(),
+        (None, true) => return Err("-b needs the password on the command line".to_owned()),
+        (Some(_), false) => {
+            return Err("a password on the command line needs -b (batch mode)".to_owned());
+        }
+        (None, false) => {
+            let first = rpassword::prompt_password("Password: ")
+                .map_err(|e| format!("cannot read the password: {e}"))?;
+            let again = rpassword::prompt_password("Reenter password: ")
+                .map_err(|e| format!("cannot read the password: {e}"))?;
+            if first != again {
+                return Err("passwords do not match".to_owned());
+            }
+            first
+        }
+    };
+    update(&p.file, p.create, &p.user, Change::Set(&password))
 }
 
 fn init_logging(level: &str) {
