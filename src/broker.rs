@@ -56,6 +56,8 @@ pub(crate) struct BrokerCore {
     pub authenticators: parking_lot::RwLock<Authenticators>,
     /// The ACL in force (`auth.acl_file`), if any; replaced on reload.
     pub acl: parking_lot::RwLock<Option<Arc<crate::auth::acl::Acl>>>,
+    /// Failed logins per IP address, for bans.
+    pub login_failures: crate::auth::ban::LoginFailures,
     /// The built-in SCRAM-SHA-256 method's user store (fed by `add_credentials`).
     pub scram: Arc<ScramSha256>,
     pub hooks: Arc<dyn Hooks>,
@@ -122,6 +124,10 @@ impl Broker {
         ));
         let router = Router::new(config.mqtt.shared_subscription_strategy);
         let scram = Arc::new(ScramSha256::new());
+        let login_failures = crate::auth::ban::LoginFailures::new(
+            config.auth.ban_after_failures,
+            Duration::from_secs(config.auth.ban_secs),
+        );
         let mut authenticators = Authenticators::default();
         authenticators.add(scram.clone());
         Broker {
@@ -132,6 +138,7 @@ impl Broker {
                 credentials: Credentials::default(),
                 authenticators: parking_lot::RwLock::new(authenticators),
                 acl: parking_lot::RwLock::new(None),
+                login_failures,
                 scram,
                 hooks: Arc::new(hooks),
                 metrics: Metrics::default(),

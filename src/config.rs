@@ -49,6 +49,14 @@ pub struct AuthConfig {
     /// ACL file in Mosquitto's `acl_file` format. When set, every PUBLISH, SUBSCRIBE and
     /// delivery is checked against it, and what it does not grant is denied.
     pub acl_file: Option<std::path::PathBuf>,
+    /// Milliseconds a connection that failed authentication waits before it is answered (slows
+    /// password guessing down). Default 1000.
+    pub failed_login_delay_ms: u64,
+    /// After this many failed logins from one IP address within `ban_secs`, further connections
+    /// from it are refused for `ban_secs`; 0 disables banning. Default 10.
+    pub ban_after_failures: u32,
+    /// Length of a ban and of the window failures are counted in, in seconds. Default 60.
+    pub ban_secs: u64,
     /// SUBACK reason code for a subscription the ACL denies to an MQTT 5 client: 0x87 (Not
     /// authorized, the default) or 0x80 (Unspecified error, what MQTT 3.1.1 clients get and
     /// what some older test suites expect). Default 0x87.
@@ -60,6 +68,9 @@ impl Default for AuthConfig {
         AuthConfig {
             password_file: None,
             acl_file: None,
+            failed_login_delay_ms: 1000,
+            ban_after_failures: 10,
+            ban_secs: 60,
             v5_subscribe_denied_code: 0x87,
         }
     }
@@ -92,6 +103,19 @@ pub struct Limits {
     pub max_inflight_messages: u16,
     /// Messages queued per client beyond the in-flight window (online or offline). Default 1000.
     pub max_queued_messages: usize,
+    /// Longest topic name or filter accepted, in bytes. Default 65535 (the protocol's limit).
+    pub max_topic_length: u16,
+    /// Most levels in a topic name or filter. Default 128.
+    pub max_topic_levels: u16,
+    /// Most subscriptions one client may hold; 0 = unlimited. Default 0.
+    pub max_subscriptions_per_client: usize,
+    /// PUBLISH packets per second one connection may send; 0 = unlimited. A client above the
+    /// rate is slowed down (its socket is not read until it is back under), not dropped.
+    /// Default 0.
+    pub publish_rate_messages: u32,
+    /// PUBLISH payload bytes per second one connection may send; 0 = unlimited. Same
+    /// treatment. Default 0.
+    pub publish_rate_bytes: u32,
 }
 
 /// Protocol options.
@@ -168,6 +192,11 @@ impl Default for Limits {
             connect_timeout_secs: 10,
             max_inflight_messages: 20,
             max_queued_messages: 1000,
+            max_topic_length: u16::MAX,
+            max_topic_levels: 128,
+            max_subscriptions_per_client: 0,
+            publish_rate_messages: 0,
+            publish_rate_bytes: 0,
         }
     }
 }

@@ -95,6 +95,11 @@ impl<T: Transport> Driver<T> {
             conn_id,
             congested: None,
             v5: self.inbound.take(),
+            rate: super::rate::RateLimiter::new(
+                core.config.limits.publish_rate_messages,
+                core.config.limits.publish_rate_bytes,
+            ),
+            throttle: None,
         };
         let mut outbound = self.outbound.take();
         // While set, reading is paused until a congested subscriber drains (boxed: rare, and
@@ -135,7 +140,7 @@ impl<T: Transport> Driver<T> {
                             ended = Some(reason);
                             break;
                         }
-                        if handler.congested.is_some() {
+                        if handler.congested.is_some() || handler.throttle.is_some() {
                             // Leave the rest of the buffer until the subscriber catches up.
                             break;
                         }
@@ -161,7 +166,10 @@ impl<T: Transport> Driver<T> {
                 // [MQTT-3.1.2-24] any control packet keeps the connection alive.
                 last_seen = Instant::now();
             }
-            if let Some(congested) = handler.congested.take() {
+            if let Some(wait) = handler.throttle.take() {
+                // Over the publish rate: stop reading until the debt is repaid.
+                pause = Some(Box::pin(tokio::time::sleep(wait)));
+            } else if let Some(congested) = handler.congested.take() {
                 // Backpressure towards the publisher: stop reading until the subscriber it
                 // congested catches up (bounded by CONGESTION_GRACE).
                 pause = Some(Box::pin(congested.wait_drained()));

@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use bytestring::ByteString;
 
+use super::rate::RateLimiter;
 use super::v5::{AliasError, InboundV5};
 use crate::auth::enhanced::AuthStep;
 use crate::broker::BrokerCore;
@@ -40,6 +41,10 @@ pub(crate) mod reason {
     pub const BAD_AUTHENTICATION_METHOD: u8 = 0x8C;
     /// Topic Filter invalid (SUBACK).
     pub const TOPIC_FILTER_INVALID: u8 = 0x8F;
+    /// Topic Name invalid.
+    pub const TOPIC_NAME_INVALID: u8 = 0x90;
+    /// Quota exceeded.
+    pub const QUOTA_EXCEEDED: u8 = 0x97;
     /// Packet Identifier not found (PUBCOMP).
     pub const PACKET_ID_NOT_FOUND: u8 = 0x92;
     /// Receive Maximum exceeded.
@@ -91,6 +96,10 @@ pub(crate) struct Handler<'a> {
     pub congested: Option<Arc<Session>>,
     /// MQTT 5 state (`None` for 3.1 and 3.1.1).
     pub v5: Option<Box<InboundV5>>,
+    /// Publish rate limits, if configured.
+    pub rate: Option<Box<RateLimiter>>,
+    /// Set when the client went over its publish rate: reading pauses this long.
+    pub throttle: Option<std::time::Duration>,
 }
 
 impl Handler<'_> {
@@ -233,6 +242,12 @@ impl Handler<'_> {
 
     fn publish(&mut self, mut publish: Publish) -> Result<(), Close> {
         Metrics::inc(&self.core.metrics.messages_received);
+        if let Some(rate) = self.rate.as_mut() {
+            let wait = rate.on_publish(publish.payload.len());
+            if !wait.is_zero() {
+                self.throttle = Some(wait);
+            }
+        }
         let packet_id = publish.packet_id;
         let qos = publish.qos;
         let mut ack_reason = 0u8;
@@ -287,6 +302,13 @@ impl Handler<'_> {
             if utf8 && std::str::from_utf8(&publish.payload).is_err() {
                 ack_reason = reason::PAYLOAD_FORMAT_INVALID;
             }
+        }
+        if !topic_within_limits(self.core, &publish.topic) {
+            // `limits.max_topic_length` / `max_topic_levels`: 0x90 Topic Name invalid (a
+            // 3.1.1 client cannot be told, so it is disconnected too rather than silently
+            // losing the message).
+            tracing::debug!(client_id = %self.client.client_id, len = publish.topic.len(), "topic over the configured limits; closing");
+            return Err(self.protocol_error(reason::TOPIC_NAME_INVALID));
         }
         // [MQTT-4.3.3-2] a re-sent QoS 2 PUBLISH whose id awaits PUBREL is acknowledged again
         // but not delivered onwards a second time.
@@ -443,6 +465,27 @@ impl Handler<'_> {
                 });
                 continue;
             }
+            if !topic_within_limits(self.core, &filter) {
+                codes.push(if v5 {
+                    reason::TOPIC_FILTER_INVALID
+                } else {
+                    SUBACK_FAILURE
+                });
+                continue;
+            }
+            let max_subs = self.core.config.limits.max_subscriptions_per_client;
+            if max_subs > 0
+                && !self.session.has_subscription(&filter)
+                && self.session.subscription_count() >= max_subs
+            {
+                tracing::debug!(client_id = %self.client.client_id, %filter, "max_subscriptions_per_client reached");
+                codes.push(if v5 {
+                    reason::QUOTA_EXCEEDED
+                } else {
+                    SUBACK_FAILURE
+                });
+                continue;
+            }
             if shared && options.no_local {
                 // [MQTT-3.8.3-4] No Local on a shared subscription is a Protocol Error.
                 return Err(self.protocol_error(reason::PROTOCOL_ERROR));
@@ -548,4 +591,11 @@ pub(crate) fn auth_packet(code: u8, method: &ByteString, data: Option<bytes::Byt
             ..Properties::default()
         })),
     })
+}
+
+/// Whether a topic name or filter is within `limits.max_topic_length` and `max_topic_levels`.
+fn topic_within_limits(core: &BrokerCore, topic: &str) -> bool {
+    let limits = &core.config.limits;
+    topic.len() <= usize::from(limits.max_topic_length)
+        && topic.bytes().filter(|&b| b == b'/').count() < usize::from(limits.max_topic_levels)
 }

@@ -9,6 +9,7 @@ mod expiry;
 mod handler;
 mod handshake;
 mod outbound;
+mod rate;
 mod v5;
 
 use std::net::SocketAddr;
@@ -152,6 +153,16 @@ async fn serve<T: Transport>(
         refuse(&core, &mut stream, code, version).await;
         return None;
     }
+    // An address banned for repeated failed logins is refused before any credential check:
+    // 0x8A Banned (MQTT 5), 0x05 Not authorized (3.1.1).
+    if let Some(addr) = remote_addr
+        && core.login_failures.is_banned(addr.ip())
+    {
+        tracing::debug!(%client_id, %addr, "connection from a banned address refused");
+        let code = if version.is_v5() { 0x8A } else { 0x05 };
+        refuse(&core, &mut stream, code, version).await;
+        return None;
+    }
     // Keep-alive: at most `max_keepalive`. MQTT 5 clients are told the value to use (Server
     // Keep Alive, [MQTT-3.2.2-22]); older clients asking for more are refused as Mosquitto does.
     let max_keepalive = mqtt.max_keepalive;
@@ -193,6 +204,7 @@ async fn serve<T: Transport>(
         match Box::pin(exchange).await {
             Ok(done) => auth_result = Some((method, done)),
             Err(Some(code)) => {
+                login_failed(&core, &client_id, remote_addr).await;
                 refuse(&core, &mut stream, code, version).await;
                 return None;
             }
@@ -226,10 +238,20 @@ async fn serve<T: Transport>(
         }
     };
     if decision != ConnectDecision::Accept {
-        tracing::info!(%client_id, ?remote_addr, ?decision, "connection refused");
+        if matches!(
+            decision,
+            ConnectDecision::BadCredentials | ConnectDecision::NotAuthorized
+        ) {
+            login_failed(&core, &client_id, remote_addr).await;
+        } else {
+            tracing::info!(%client_id, ?remote_addr, ?decision, "connection refused");
+        }
         let code = handshake::refusal_code(decision, version);
         refuse(&core, &mut stream, code, version).await;
         return None;
+    }
+    if let Some(addr) = remote_addr {
+        core.login_failures.record_success(addr.ip());
     }
 
     let conn_id = core.next_connection_id();
@@ -335,6 +357,21 @@ async fn serve<T: Transport>(
         inbound,
         outbound,
     })
+}
+
+/// A failed login: logged with the client's address, counted towards a ban, and answered
+/// only after `auth.failed_login_delay_ms` so that guessing passwords is slow.
+async fn login_failed(core: &BrokerCore, client_id: &str, remote_addr: Option<SocketAddr>) {
+    tracing::warn!(%client_id, ?remote_addr, "authentication failed");
+    if let Some(addr) = remote_addr
+        && core.login_failures.record_failure(addr.ip())
+    {
+        tracing::warn!(ip = %addr.ip(), secs = core.config.auth.ban_secs, "too many failed logins: address banned");
+    }
+    let delay = Duration::from_millis(core.config.auth.failed_login_delay_ms);
+    if !delay.is_zero() {
+        Box::pin(tokio::time::sleep(delay)).await;
+    }
 }
 
 /// A will whose topic and payload own their memory (see `serve`).

@@ -590,6 +590,24 @@ impl Session {
         self.state.lock().pending.push_back(item);
     }
 
+    /// Whether the session holds a subscription to exactly `filter`.
+    pub fn has_subscription(&self, filter: &str) -> bool {
+        self.state
+            .lock()
+            .subscriptions
+            .as_ref()
+            .is_some_and(|s| s.contains_key(filter))
+    }
+
+    /// Number of subscriptions the session holds.
+    pub fn subscription_count(&self) -> usize {
+        self.state
+            .lock()
+            .subscriptions
+            .as_ref()
+            .map_or(0, |s| s.len())
+    }
+
     /// Takes the will waiting for its delay, if any (when the delay runs out or the session
     /// ends first).
     pub fn take_pending_will(&self) -> Option<PendingWill> {

@@ -21,15 +21,20 @@ use tokio::net::TcpStream;
 /// Default time allowed for anything a test waits for.
 pub const WAIT: Duration = Duration::from_secs(5);
 
-/// A configuration with one listener on 127.0.0.1, port 0.
+/// A configuration with one listener on 127.0.0.1, port 0. Failed logins are answered at
+/// once and never ban (tests refuse many logins from 127.0.0.1 on purpose); the tests of
+/// those defaults set them back.
 pub fn test_config() -> Config {
-    Config {
+    let mut config = Config {
         listeners: vec![ListenerConfig {
             bind: "127.0.0.1:0".parse().expect("literal address"),
             allow_anonymous: Some(true),
         }],
         ..Config::default()
-    }
+    };
+    config.auth.failed_login_delay_ms = 0;
+    config.auth.ban_after_failures = 0;
+    config
 }
 
 /// A started broker and its address.
