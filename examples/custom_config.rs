@@ -26,6 +26,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     config.listeners.push(ListenerConfig {
         bind: "127.0.0.1:0".parse()?,
         allow_anonymous: Some(true),
+        tls: None,
     });
     config.validate("<example>")?;
 

@@ -19,6 +19,7 @@ use crate::local_client::LocalClient;
 use crate::metrics::{Metrics, MetricsSnapshot};
 use crate::router::Router;
 use crate::session::registry::SessionRegistry;
+use crate::transport::tls::ReloadableTls;
 use crate::transport::{ListenerContext, tcp};
 
 /// How long [`Broker::shutdown`] waits for connections to finish.
@@ -67,6 +68,8 @@ pub(crate) struct BrokerCore {
     pub connection_slots: Arc<Semaphore>,
     next_connection: AtomicU64,
     local_addrs: Mutex<Option<Vec<SocketAddr>>>,
+    /// The certificates of the TLS listeners, reloaded with the security files.
+    tls: Mutex<Vec<Arc<ReloadableTls>>>,
 }
 
 impl BrokerCore {
@@ -147,6 +150,7 @@ impl Broker {
                 connection_slots: slots,
                 next_connection: AtomicU64::new(1),
                 local_addrs: Mutex::new(None),
+                tls: Mutex::new(Vec::new()),
             }),
         }
     }
@@ -175,20 +179,38 @@ impl Broker {
             let context = Arc::new(ListenerContext {
                 local_addr,
                 allow_anonymous: cfg.anonymous_allowed(),
+                use_identity_as_username: cfg
+                    .tls
+                    .as_ref()
+                    .is_some_and(|t| t.use_identity_as_username),
             });
-            bound.push((listener, context));
+            let tls = match &cfg.tls {
+                Some(settings) => {
+                    Some(Arc::new(ReloadableTls::new(settings.clone()).map_err(
+                        |e| BrokerError::Security(format!("listener {}: {e}", cfg.bind)),
+                    )?))
+                }
+                None => None,
+            };
+            bound.push((listener, context, tls));
         }
         let mut addrs = self.core.local_addrs.lock();
         if addrs.is_some() {
             return Err(BrokerError::AlreadyStarted);
         }
-        *addrs = Some(bound.iter().map(|(_, c)| c.local_addr).collect());
+        *addrs = Some(bound.iter().map(|(_, c, _)| c.local_addr).collect());
         drop(addrs);
-        for (listener, context) in bound {
-            tracing::info!(addr = %context.local_addr, anonymous = context.allow_anonymous, "listening (mqtt over tcp)");
+        *self.core.tls.lock() = bound.iter().filter_map(|(_, _, t)| t.clone()).collect();
+        for (listener, context, tls) in bound {
+            let kind = if tls.is_some() {
+                "mqtt over tls"
+            } else {
+                "mqtt over tcp"
+            };
+            tracing::info!(addr = %context.local_addr, anonymous = context.allow_anonymous, "listening ({kind})");
             self.core
                 .tasks
-                .spawn(tcp::accept_loop(self.core.clone(), listener, context));
+                .spawn(tcp::accept_loop(self.core.clone(), listener, context, tls));
         }
         Ok(())
     }
@@ -216,7 +238,12 @@ impl Broker {
     /// connections stay; new checks use the new files. On an error the previous contents stay
     /// in force and the error (naming the file and line) is returned.
     pub fn reload(&self) -> Result<(), String> {
-        self.load_security_files()
+        self.load_security_files()?;
+        let listeners = self.core.tls.lock().clone();
+        for tls in listeners {
+            tls.reload().map_err(|e| e.to_string())?;
+        }
+        Ok(())
     }
 
     /// The addresses the listeners are bound to (empty before [`Broker::start`]).

@@ -87,6 +87,9 @@ pub struct ListenerConfig {
     /// false otherwise.
     #[serde(default)]
     pub allow_anonymous: Option<bool>,
+    /// MQTT over TLS on this listener (`[listener.tls]`); plain TCP without it.
+    #[serde(default)]
+    pub tls: Option<crate::transport::tls::TlsSettings>,
 }
 
 /// Limits that protect the broker from one client.
@@ -176,6 +179,7 @@ impl Default for Config {
             listeners: vec![ListenerConfig {
                 bind: SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), DEFAULT_PORT),
                 allow_anonymous: None,
+                tls: None,
             }],
             limits: Limits::default(),
             mqtt: MqttConfig::default(),
@@ -506,6 +510,7 @@ mod tests {
         ListenerConfig {
             bind: bind.parse().unwrap(),
             allow_anonymous: None,
+            tls: None,
         }
     }
 

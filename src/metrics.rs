@@ -16,6 +16,7 @@ pub struct Metrics {
     pub(crate) bytes_received: AtomicU64,
     pub(crate) bytes_sent: AtomicU64,
     pub(crate) acl_denied: AtomicU64,
+    pub(crate) tls_handshake_failures: AtomicU64,
     /// Second (since the Unix epoch) of the last "queue full" warning.
     last_drop_warning: AtomicU64,
 }
@@ -43,6 +44,8 @@ pub struct MetricsSnapshot {
     pub bytes_sent: u64,
     /// PUBLISH, SUBSCRIBE and deliveries refused by the ACL.
     pub acl_denied: u64,
+    /// TLS handshakes that failed (wrong CA, no client certificate, timeouts, scanners).
+    pub tls_handshake_failures: u64,
 }
 
 impl Metrics {
@@ -85,6 +88,7 @@ impl Metrics {
             bytes_received: r(&self.bytes_received),
             bytes_sent: r(&self.bytes_sent),
             acl_denied: r(&self.acl_denied),
+            tls_handshake_failures: r(&self.tls_handshake_failures),
         }
     }
 }

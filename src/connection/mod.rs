@@ -37,11 +37,12 @@ pub(crate) async fn run<T: Transport>(
     listener: Arc<ListenerContext>,
     stream: T,
     remote_addr: Option<SocketAddr>,
+    tls_user: Option<String>,
 ) {
     // The handshake's state (the CONNECT packet, authentication, refusals) is large and
     // short-lived: boxed, so the future an established connection keeps for its whole life
     // carries only the driver's state. This is most of an idle connection's memory.
-    if let Some(driver) = Box::pin(establish(core, listener, stream, remote_addr)).await {
+    if let Some(driver) = Box::pin(establish(core, listener, stream, remote_addr, tls_user)).await {
         driver.run().await;
     }
 }
@@ -53,6 +54,7 @@ async fn establish<T: Transport>(
     listener: Arc<ListenerContext>,
     mut stream: T,
     remote_addr: Option<SocketAddr>,
+    tls_user: Option<String>,
 ) -> Option<Driver<T>> {
     let max_packet = core.config.limits.max_packet_size as usize;
     let mut buf = BytesMut::new();
@@ -98,7 +100,7 @@ async fn establish<T: Transport>(
             return None;
         }
     };
-    serve(core, listener, stream, buf, connect, remote_addr).await
+    serve(core, listener, stream, buf, connect, remote_addr, tls_user).await
 }
 
 /// Counts a refused connection and answers it with CONNACK `code`. Boxed: an established
@@ -137,6 +139,7 @@ async fn serve<T: Transport>(
     mut buf: BytesMut,
     mut connect: Box<Connect>,
     remote_addr: Option<SocketAddr>,
+    tls_user: Option<String>,
 ) -> Option<Driver<T>> {
     let version = connect.protocol;
     let mqtt = &core.config.mqtt;
@@ -211,9 +214,18 @@ async fn serve<T: Transport>(
             Err(None) => return None,
         }
     }
-    let username = match &auth_result {
-        Some((_, done)) => done.username.clone().map(ByteString::from),
-        None => connect.username.as_deref().map(ByteString::from),
+    // A listener with `use_identity_as_username` takes the user name from the verified client
+    // certificate (Mosquitto's option of that name); without one the client is refused.
+    if listener.use_identity_as_username && tls_user.is_none() {
+        tracing::info!(%client_id, ?remote_addr, "no usable identity in the client certificate");
+        let code = handshake::refusal_code(ConnectDecision::NotAuthorized, version);
+        refuse(&core, &mut stream, code, version).await;
+        return None;
+    }
+    let username = match (&tls_user, &auth_result) {
+        (Some(user), _) => Some(ByteString::from(user.as_str())),
+        (None, Some((_, done))) => done.username.clone().map(ByteString::from),
+        (None, None) => connect.username.as_deref().map(ByteString::from),
     };
     // The application's on_connect hook may await (a user-store lookup): it is bounded by the
     // connect timeout too.
@@ -223,7 +235,7 @@ async fn serve<T: Transport>(
         &connect,
         &client_id,
         remote_addr,
-        auth_result.is_some(),
+        auth_result.is_some() || tls_user.is_some(),
     );
     let decision = match Box::pin(tokio::time::timeout(
         core.config.limits.connect_timeout(),
@@ -498,8 +510,9 @@ mod tests {
         let context = Arc::new(crate::transport::ListenerContext {
             local_addr,
             allow_anonymous: true,
+            use_identity_as_username: false,
         });
-        let future = super::run(core, context, stream, None);
+        let future = super::run(core, context, stream, None, None);
         let size = std::mem::size_of_val(&future);
         assert!(
             size <= 1400,

@@ -3,6 +3,7 @@
 //! or WebSocket frames.
 
 pub(crate) mod tcp;
+pub mod tls;
 
 use std::io;
 use std::net::SocketAddr;
@@ -49,4 +50,7 @@ pub struct ListenerContext {
     pub local_addr: SocketAddr,
     /// Whether clients without a user name are admitted.
     pub allow_anonymous: bool,
+    /// TLS with `use_identity_as_username`: the client certificate's subject CN (or first
+    /// subject alternative name) is the user name, and the certificate is the authentication.
+    pub use_identity_as_username: bool,
 }

@@ -12,6 +12,7 @@ use crate::broker::BrokerCore;
 use crate::connection;
 use crate::metrics::Metrics;
 use crate::transport::ListenerContext;
+use crate::transport::tls::{self, ReloadableTls};
 
 /// Pending connections the kernel queues before `accept`. The default of tokio/mio (128) makes
 /// connect bursts of a few hundred clients (a fleet reconnecting after an outage) hit
@@ -38,6 +39,7 @@ pub(crate) async fn accept_loop(
     core: Arc<BrokerCore>,
     listener: TcpListener,
     context: Arc<ListenerContext>,
+    tls: Option<Arc<ReloadableTls>>,
 ) {
     let mut backoff = Duration::from_millis(5);
     loop {
@@ -74,8 +76,38 @@ pub(crate) async fn accept_loop(
         let _ = stream.set_nodelay(true);
         let core2 = core.clone();
         let context = context.clone();
+        // The configuration current at accept time: a reload affects later handshakes only.
+        let tls = tls.as_ref().map(|tls| tls.current());
         core.tasks.spawn(async move {
-            connection::run(core2, context, stream, Some(peer)).await;
+            match tls {
+                None => connection::run(core2, context, stream, Some(peer), None).await,
+                Some(config) => {
+                    let timeout = core2.config.limits.connect_timeout();
+                    let accepted = tokio::select! {
+                        biased;
+                        _ = core2.shutdown.cancelled() => None,
+                        r = tls::accept(stream, config, timeout) => Some(r),
+                    };
+                    match accepted {
+                        Some(Ok((stream, identity))) => {
+                            let user = identity
+                                .filter(|_| context.use_identity_as_username)
+                                .and_then(|i| {
+                                    i.common_name
+                                        .or_else(|| i.subject_alt_names.into_iter().next())
+                                });
+                            connection::run(core2, context, stream, Some(peer), user).await;
+                        }
+                        Some(Err(e)) => {
+                            // Scanners and misconfigured clients: not worth more than debug,
+                            // but counted.
+                            Metrics::inc(&core2.metrics.tls_handshake_failures);
+                            tracing::debug!(%peer, error = %e, "TLS handshake failed");
+                        }
+                        None => {}
+                    }
+                }
+            }
             drop(permit);
         });
     }

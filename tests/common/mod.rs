@@ -29,6 +29,7 @@ pub fn test_config() -> Config {
         listeners: vec![ListenerConfig {
             bind: "127.0.0.1:0".parse().expect("literal address"),
             allow_anonymous: Some(true),
+            tls: None,
         }],
         ..Config::default()
     };

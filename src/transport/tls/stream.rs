@@ -14,6 +14,9 @@
 //! - accepted plaintext becomes TLS bytes the socket may not take at once: they are written out
 //!   before more plaintext is accepted, so at most one chunk ([`MAX_PLAINTEXT_PER_WRITE`] plus
 //!   record overhead) waits per connection, and [`Transport::poll_write_ready`] is the socket's.
+//!   A caller that has nothing more to write stops polling write readiness although some of
+//!   those bytes may still wait: [`Transport::poll_read_ready`], which an idle connection keeps
+//!   polling, writes them out and wakes the task when the socket has room for the rest.
 
 use std::future::poll_fn;
 use std::io::{self, BufRead, Read, Write};
@@ -197,6 +200,27 @@ impl TlsState {
         Ok(n)
     }
 
+    /// Writes what is waiting without being asked to, and registers `cx` for the socket's
+    /// writability while some remains.
+    ///
+    /// `try_write` reports plaintext as written once rustls has it, though the socket may not
+    /// have taken all of its TLS bytes yet. The caller then stops polling write readiness when
+    /// it has nothing more to write (an idle connection only waits to read), so those bytes are
+    /// pushed from the read-readiness poll, and the task is woken when the socket can take
+    /// them. Errors are left for the next read or write to report.
+    fn flush_unprompted(&mut self, tcp: &TcpStream, cx: &mut Context<'_>) {
+        loop {
+            match self.flush(tcp) {
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => match tcp.poll_write_ready(cx) {
+                    // Writable again already: try again.
+                    Poll::Ready(Ok(())) => {}
+                    Poll::Pending | Poll::Ready(Err(_)) => return,
+                },
+                Ok(()) | Err(_) => return,
+            }
+        }
+    }
+
     /// Writes the TLS bytes rustls has waiting. `Ok` once none are left; `WouldBlock` when the
     /// socket takes no more (its write readiness is cleared).
     fn flush(&mut self, tcp: &TcpStream) -> io::Result<()> {
@@ -234,15 +258,19 @@ impl Transport for TlsTransport {
     fn poll_read_ready(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         {
             let mut state = self.state.lock();
-            // Plaintext already decrypted, the end of the stream, or a failure: a read makes
-            // progress without the socket. Every record read is processed at once (`read_tls`),
-            // so rustls holds no undecrypted complete record here.
-            let pending = state.failed
-                || !matches!(
-                    state.conn.reader().into_first_chunk(),
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock
-                );
-            if pending {
+            if state.failed {
+                // Let the read report the failure.
+                return Poll::Ready(Ok(()));
+            }
+            state.flush_unprompted(&self.tcp, cx);
+            // Plaintext already decrypted, or the end of the stream: a read makes progress
+            // without the socket. Every record read is processed at once (`read_tls`), so
+            // rustls holds no undecrypted complete record here.
+            let readable = !matches!(
+                state.conn.reader().into_first_chunk(),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock
+            );
+            if readable {
                 return Poll::Ready(Ok(()));
             }
         }
@@ -280,10 +308,12 @@ impl Transport for TlsTransport {
         let chunk = buf.get(..MAX_PLAINTEXT_PER_WRITE).unwrap_or(buf);
         let n = state.conn.writer().write(chunk)?;
         if n == 0 {
-            // rustls takes no more plaintext once close_notify is sent.
+            // rustls takes nothing only when its buffer of TLS bytes is full, which the flush
+            // above has just emptied. Never `Ok(0)` for a non-empty write: callers take it for a
+            // closed connection.
             return Err(io::Error::new(
-                io::ErrorKind::BrokenPipe,
-                "TLS session closed for writing",
+                io::ErrorKind::WriteZero,
+                "TLS layer accepted no data",
             ));
         }
         match state.flush(&self.tcp) {
