@@ -788,9 +788,6 @@ async fn persistent(b: &TestBroker, client_id: &str, user: &str) -> (RawClient, 
 }
 
 #[tokio::test]
-#[ignore = "BROKER BUG: read access is checked when a message is queued, not when it is sent: \
-            messages queued for an offline session are handed to another user who resumes \
-            the session (Mosquitto 2.0.11 does not send them)"]
 async fn queued_messages_are_not_handed_to_another_user_resuming_the_session() {
     let dir = TempDir::new("resume-other-user");
     let rules = "\

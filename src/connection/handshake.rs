@@ -115,7 +115,12 @@ pub(crate) async fn authenticate(
             Some(false) => ConnectDecision::BadCredentials,
             // Without a password store, a user name is just a label (as in Mosquitto when no
             // password_file is set) on a listener that admits anonymous clients.
-            None if core.credentials.is_empty() && listener.allow_anonymous => {
+            // (Not when a password file is configured: an empty one still means "no user is
+            // known", as in Mosquitto.)
+            None if core.credentials.is_empty()
+                && core.config.auth.password_file.is_none()
+                && listener.allow_anonymous =>
+            {
                 ConnectDecision::Accept
             }
             None => ConnectDecision::BadCredentials,

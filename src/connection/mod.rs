@@ -289,6 +289,17 @@ async fn serve<T: Transport>(
         props.receive_maximum.unwrap_or(u16::MAX),
         username.clone(),
     );
+    if opened.present
+        && let Some(acl) = core.acl()
+    {
+        // The session may have been queued for another user (or under other rules): only what
+        // this client may read is delivered.
+        let dropped = session.refilter(&acl);
+        if dropped > 0 {
+            Metrics::add(&core.metrics.acl_denied, dropped as u64);
+            tracing::debug!(%client_id, dropped, "queued messages this client may not read dropped");
+        }
+    }
 
     // CONNACK is written before the driver starts, so it precedes everything queued.
     let connack_props = version.is_v5().then(|| {

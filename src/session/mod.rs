@@ -585,6 +585,28 @@ impl Session {
             .unwrap_or_default()
     }
 
+    /// Drops what this session holds that the client serving it now may not read: messages
+    /// queued (or in flight) for a previous connection with another user name, or before the
+    /// ACL changed. Read access is checked when a message is queued; this re-checks the
+    /// backlog when the reader may have changed. Returns how many were dropped.
+    pub fn refilter(&self, acl: &Acl) -> usize {
+        let mut st = self.state.lock();
+        if st.acl_exempt {
+            return 0;
+        }
+        let username = st.username.clone();
+        let allowed = |topic: &str| acl.check_receive(&self.client_id, username.as_deref(), topic);
+        let before = st.pending.len() + st.inflight.len();
+        st.pending.retain(|o| allowed(&o.message.topic));
+        let denied = st
+            .inflight
+            .drain_where(|e| e.stage != Stage::AwaitingPubComp && !allowed(&e.message.topic));
+        drop(denied);
+        let after = st.pending.len() + st.inflight.len();
+        st.resend_inflight = !st.inflight.is_empty();
+        before - after
+    }
+
     /// Puts back a message taken by [`Session::take_shared`] that no other member could take.
     pub fn requeue(&self, item: Outgoing) {
         self.state.lock().pending.push_back(item);
