@@ -26,6 +26,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     config.listeners.push(ListenerConfig {
         bind: "127.0.0.1:0".parse()?,
         allow_anonymous: Some(true),
+        password_file: None,
+        acl_file: None,
         tls: None,
     });
     config.validate("<example>")?;

@@ -10,6 +10,10 @@ use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use std::path::PathBuf;
+
+use crate::auth::AclSlot;
+use crate::auth::acl::Acl;
 use crate::auth::credentials::Credentials;
 use crate::auth::enhanced::{Authenticator, Authenticators};
 use crate::auth::scram::ScramSha256;
@@ -53,10 +57,13 @@ pub(crate) struct BrokerCore {
     pub config: Config,
     pub router: Router,
     pub sessions: SessionRegistry,
-    pub credentials: Credentials,
+    /// The broker-wide user store (`[auth] password_file`, `add_credentials`).
+    pub credentials: Arc<Credentials>,
     pub authenticators: parking_lot::RwLock<Authenticators>,
-    /// The ACL in force (`auth.acl_file`), if any; replaced on reload.
-    pub acl: parking_lot::RwLock<Option<Arc<crate::auth::acl::Acl>>>,
+    /// The authentication and ACL settings of each listener, in configuration order.
+    pub listener_auth: Vec<ListenerAuth>,
+    /// Every password and ACL file to (re)load, with where its contents go.
+    security_files: Vec<SecurityFile>,
     /// Failed logins per IP address, for bans.
     pub login_failures: crate::auth::ban::LoginFailures,
     /// The built-in SCRAM-SHA-256 method's user store (fed by `add_credentials`).
@@ -72,12 +79,69 @@ pub(crate) struct BrokerCore {
     tls: Mutex<Vec<Arc<ReloadableTls>>>,
 }
 
-impl BrokerCore {
-    /// The ACL in force, if any.
-    pub fn acl(&self) -> Option<Arc<crate::auth::acl::Acl>> {
-        self.acl.read().clone()
-    }
+/// The authentication and ACL settings one listener applies (its own files, or `[auth]`'s).
+#[derive(Debug, Clone)]
+pub(crate) struct ListenerAuth {
+    /// Users checked on this listener.
+    pub credentials: Arc<Credentials>,
+    /// Whether a password file backs `credentials` (an empty one then admits no user name).
+    pub password_file: bool,
+    /// The ACL in force on this listener, if an ACL file is configured for it.
+    pub acl: Option<Arc<AclSlot>>,
+}
 
+/// A password or ACL file and the store its contents are loaded into.
+#[derive(Debug)]
+enum SecurityFile {
+    Passwords(PathBuf, Arc<Credentials>),
+    Acl(PathBuf, Arc<AclSlot>),
+}
+
+/// The stores of `[auth]` and of each listener, and the files that fill them.
+fn security_setup(
+    config: &Config,
+    credentials: &Arc<Credentials>,
+) -> (Vec<ListenerAuth>, Vec<SecurityFile>) {
+    let mut files = Vec::new();
+    let global_acl = config.auth.acl_file.as_ref().map(|path| {
+        let slot = Arc::new(AclSlot::new(Arc::new(Acl::default())));
+        files.push(SecurityFile::Acl(path.clone(), slot.clone()));
+        slot
+    });
+    if let Some(path) = &config.auth.password_file {
+        files.push(SecurityFile::Passwords(path.clone(), credentials.clone()));
+    }
+    let listeners = config
+        .listeners
+        .iter()
+        .map(|l| {
+            let (creds, password_file) = match &l.password_file {
+                Some(path) => {
+                    let own = Arc::new(Credentials::default());
+                    files.push(SecurityFile::Passwords(path.clone(), own.clone()));
+                    (own, true)
+                }
+                None => (credentials.clone(), config.auth.password_file.is_some()),
+            };
+            let acl = match &l.acl_file {
+                Some(path) => {
+                    let slot = Arc::new(AclSlot::new(Arc::new(Acl::default())));
+                    files.push(SecurityFile::Acl(path.clone(), slot.clone()));
+                    Some(slot)
+                }
+                None => global_acl.clone(),
+            };
+            ListenerAuth {
+                credentials: creds,
+                password_file,
+                acl,
+            }
+        })
+        .collect();
+    (listeners, files)
+}
+
+impl BrokerCore {
     /// The enhanced-authentication method `method`, if the broker offers it.
     pub fn authenticator(&self, method: &str) -> Option<Arc<dyn Authenticator>> {
         self.authenticators.read().get(method)
@@ -126,6 +190,8 @@ impl Broker {
             config.limits.max_connections.min(Semaphore::MAX_PERMITS),
         ));
         let router = Router::new(config.mqtt.shared_subscription_strategy);
+        let credentials = Arc::new(Credentials::default());
+        let (listener_auth, security_files) = security_setup(&config, &credentials);
         let scram = Arc::new(ScramSha256::new());
         let login_failures = crate::auth::ban::LoginFailures::new(
             config.auth.ban_after_failures,
@@ -138,9 +204,10 @@ impl Broker {
                 config,
                 router,
                 sessions: SessionRegistry::default(),
-                credentials: Credentials::default(),
+                credentials,
+                listener_auth,
+                security_files,
                 authenticators: parking_lot::RwLock::new(authenticators),
-                acl: parking_lot::RwLock::new(None),
                 login_failures,
                 scram,
                 hooks: Arc::new(hooks),
@@ -167,7 +234,7 @@ impl Broker {
         }
         self.load_security_files().map_err(BrokerError::Security)?;
         let mut bound = Vec::new();
-        for cfg in &self.core.config.listeners {
+        for (i, cfg) in self.core.config.listeners.iter().enumerate() {
             let listener = tcp::bind(cfg.bind).map_err(|source| BrokerError::Bind {
                 addr: cfg.bind,
                 source,
@@ -176,8 +243,19 @@ impl Broker {
                 addr: cfg.bind,
                 source,
             })?;
+            let auth = self
+                .core
+                .listener_auth
+                .get(i)
+                .cloned()
+                .unwrap_or_else(|| ListenerAuth {
+                    credentials: self.core.credentials.clone(),
+                    password_file: false,
+                    acl: None,
+                });
             let context = Arc::new(ListenerContext {
                 local_addr,
+                auth,
                 allow_anonymous: cfg.anonymous_allowed(),
                 use_identity_as_username: cfg
                     .tls
@@ -215,22 +293,26 @@ impl Broker {
         Ok(())
     }
 
-    /// Reads the password file and the ACL file named in the configuration (`[auth]`). On any
-    /// error nothing is replaced and the error names the file (and line).
+    /// Reads the password and ACL files named in the configuration (`[auth]` and each
+    /// listener's). Every ACL file is parsed before anything is replaced, and each password
+    /// file replaces its store only if it reads completely; an error names the file (and line).
     fn load_security_files(&self) -> Result<(), String> {
-        let auth = &self.core.config.auth;
-        let acl = match &auth.acl_file {
-            Some(path) => Some(Arc::new(crate::auth::acl::Acl::load(path)?)),
-            None => None,
-        };
-        if let Some(path) = &auth.password_file {
-            let users = self.core.credentials.load_password_file(path)?;
-            tracing::info!(path = %path.display(), users, "password file loaded");
+        let mut acls = Vec::new();
+        for file in &self.core.security_files {
+            if let SecurityFile::Acl(path, slot) = file {
+                acls.push((Arc::new(Acl::load(path)?), slot, path));
+            }
         }
-        if let Some(acl) = &acl {
-            tracing::info!(rules = acl.rule_count(), "ACL file loaded");
+        for file in &self.core.security_files {
+            if let SecurityFile::Passwords(path, store) = file {
+                let users = store.load_password_file(path)?;
+                tracing::info!(path = %path.display(), users, "password file loaded");
+            }
         }
-        *self.core.acl.write() = acl;
+        for (acl, slot, path) in acls {
+            tracing::info!(path = %path.display(), rules = acl.rule_count(), "ACL file loaded");
+            *slot.write() = acl;
+        }
         Ok(())
     }
 

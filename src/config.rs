@@ -87,6 +87,12 @@ pub struct ListenerConfig {
     /// false otherwise.
     #[serde(default)]
     pub allow_anonymous: Option<bool>,
+    /// Password file for clients of this listener, instead of `[auth] password_file`.
+    #[serde(default)]
+    pub password_file: Option<std::path::PathBuf>,
+    /// ACL file for clients of this listener, instead of `[auth] acl_file`.
+    #[serde(default)]
+    pub acl_file: Option<std::path::PathBuf>,
     /// MQTT over TLS on this listener (`[listener.tls]`); plain TCP without it.
     #[serde(default)]
     pub tls: Option<crate::transport::tls::TlsSettings>,
@@ -179,6 +185,8 @@ impl Default for Config {
             listeners: vec![ListenerConfig {
                 bind: SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), DEFAULT_PORT),
                 allow_anonymous: None,
+                password_file: None,
+                acl_file: None,
                 tls: None,
             }],
             limits: Limits::default(),
@@ -510,6 +518,8 @@ mod tests {
         ListenerConfig {
             bind: bind.parse().unwrap(),
             allow_anonymous: None,
+            password_file: None,
+            acl_file: None,
             tls: None,
         }
     }

@@ -51,9 +51,8 @@ impl LocalClient {
             core.router.remove_session(old);
         }
         let conn_id = core.next_connection_id();
-        opened.session.attach(conn_id, u16::MAX, None);
-        // The application's own client: the ACL is for network clients.
-        opened.session.state.lock().acl_exempt = true;
+        // The application's own client: no ACL (it is for network clients).
+        opened.session.attach(conn_id, u16::MAX, None, None);
         Metrics::inc(&core.metrics.connections_current);
         LocalClient {
             core,
@@ -85,12 +84,9 @@ impl LocalClient {
         if retain && self.core.config.mqtt.retain_available {
             self.core.router.retain(&message);
         }
-        self.core.router.route(
-            &message,
-            &self.session.client_id,
-            self.core.acl().as_deref(),
-            &self.core.metrics,
-        );
+        self.core
+            .router
+            .route(&message, &self.session.client_id, &self.core.metrics);
         Ok(())
     }
 
@@ -113,7 +109,7 @@ impl LocalClient {
         {
             self.core
                 .router
-                .send_retained(&self.session, filter, qos, 0, None, &self.core.metrics);
+                .send_retained(&self.session, filter, qos, 0, &self.core.metrics);
         }
         Ok(())
     }

@@ -1304,3 +1304,71 @@ async fn assert_a_denied_b_allowed(c: &mut RawClient, id: u16) {
     let p = publish_to_self(c, "b/x", id + 1).await;
     assert_eq!(&*p.topic, "b/x", "a/x was published despite the ACL");
 }
+
+#[tokio::test]
+async fn each_listener_can_have_its_own_password_and_acl_files() {
+    let dir = TempDir::new("per-listener");
+    let global_acl = dir.write("global.acl", "topic readwrite #\n");
+    let public_acl = dir.write(
+        "public.acl",
+        "user bob\ntopic readwrite public/#\npattern read $marker/#\n",
+    );
+    // bob's entry, written by our own passwd logic in Mosquitto's format.
+    let public_passwd = dir.0.join("public.passwd");
+    mqtt_server::auth::password_file::update(
+        &public_passwd,
+        true,
+        "bob",
+        mqtt_server::auth::password_file::Change::Set("bob-pw"),
+    )
+    .expect("write the password file");
+    let mut config = test_config();
+    config.auth.acl_file = Some(global_acl);
+    let mut public = config.listeners[0].clone();
+    public.allow_anonymous = Some(false);
+    public.password_file = Some(public_passwd);
+    public.acl_file = Some(public_acl);
+    config.listeners.push(public);
+    let broker = Broker::new(config);
+    broker.start().await.expect("start");
+    broker.add_credentials("alice", "alice-pw");
+    let addrs = broker.local_addrs();
+    let (local, public) = (addrs[0], addrs[1]);
+    let login = |user: &str, pw: &str| {
+        let mut c = connect_packet(&format!("{user}-client"), true, 60);
+        c.username = Some(user.into());
+        c.password = Some(Bytes::copy_from_slice(pw.as_bytes()));
+        c
+    };
+    let code = |addr: SocketAddr, connect| async move {
+        let mut c = RawClient::open(addr).await;
+        c.send(Packet::Connect(Box::new(connect))).await;
+        match c.recv().await {
+            Some(Packet::ConnAck(a)) => (a.code, c),
+            other => panic!("expected CONNACK, got {other:?}"),
+        }
+    };
+    // The global store (add_credentials) serves the first listener only.
+    assert_eq!(code(local, login("alice", "alice-pw")).await.0, 0);
+    assert_eq!(code(public, login("alice", "alice-pw")).await.0, 0x04);
+    // The public listener's own file: bob gets in there.
+    let (c, mut bob) = code(public, login("bob", "bob-pw")).await;
+    assert_eq!(c, 0);
+    // ... and its own ACL applies: public/# only.
+    assert_eq!(
+        bob.subscribe(
+            1,
+            &[("public/x", QoS::AtMostOnce), ("other/x", QoS::AtMostOnce)]
+        )
+        .await,
+        vec![0, 0x80],
+        "the public listener's ACL"
+    );
+    // The same filter is allowed on the local listener (global ACL: everything).
+    let mut anon = RawClient::connect(local, "anon").await;
+    assert_eq!(
+        anon.subscribe(1, &[("other/x", QoS::AtMostOnce)]).await,
+        vec![0]
+    );
+    broker.shutdown().await;
+}

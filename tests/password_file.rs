@@ -91,6 +91,8 @@ fn config(file: &Path) -> Config {
         listeners: vec![ListenerConfig {
             bind: "127.0.0.1:0".parse().expect("literal address"),
             allow_anonymous: None,
+            password_file: None,
+            acl_file: None,
             tls: None,
         }],
         ..Config::default()

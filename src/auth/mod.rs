@@ -7,3 +7,8 @@ pub mod credentials;
 pub mod enhanced;
 pub mod password_file;
 pub mod scram;
+
+/// Where the ACL in force lives: replaced as a whole on reload, read on every check. A slot
+/// exists only where an ACL file is configured (an empty ACL, which denies everything, until
+/// the file is loaded at start-up).
+pub type AclSlot = parking_lot::RwLock<std::sync::Arc<acl::Acl>>;

@@ -60,6 +60,8 @@ pub(crate) struct Driver<T> {
     pub inbound: Option<Box<InboundV5>>,
     /// MQTT 5 writing state (topic aliases, the client's maximum packet size).
     pub outbound: Option<Box<OutboundV5>>,
+    /// The ACL of the listener this client came through, if any.
+    pub acl: Option<Arc<crate::auth::AclSlot>>,
 }
 
 impl<T: Transport> Driver<T> {
@@ -100,6 +102,7 @@ impl<T: Transport> Driver<T> {
                 core.config.limits.publish_rate_bytes,
             ),
             throttle: None,
+            acl: self.acl.as_deref(),
         };
         let mut outbound = self.outbound.take();
         // While set, reading is paused until a congested subscriber drains (boxed: rare, and

@@ -32,7 +32,7 @@ pub(super) fn spawn_timer(
                     return;
                 }
                 if let Some(pending) = session.take_pending_will() {
-                    Handler::publish_will(&core, &pending.client, session.key, *pending.will);
+                    Handler::publish_will(&core, &pending.client, &session, *pending.will);
                 }
             }
             if expiry == NEVER_EXPIRES {
@@ -43,17 +43,12 @@ pub(super) fn spawn_timer(
                 tracing::debug!(client_id = %session.client_id, "session expired");
                 // The session ends: a will still waiting goes out now.
                 if let Some(pending) = session.take_pending_will() {
-                    Handler::publish_will(&core, &pending.client, session.key, *pending.will);
+                    Handler::publish_will(&core, &pending.client, &session, *pending.will);
                 }
                 // Shared-subscription messages it kept go to another member rather than
                 // being lost with it (section 4.8.2).
-                core.router.redeliver_shared(
-                    &session,
-                    &session.client_id,
-                    true,
-                    core.acl().as_deref(),
-                    &core.metrics,
-                );
+                core.router
+                    .redeliver_shared(&session, &session.client_id, true, &core.metrics);
                 core.router.remove_session(&session);
             }
         };

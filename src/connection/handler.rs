@@ -7,6 +7,7 @@ use bytestring::ByteString;
 
 use super::rate::RateLimiter;
 use super::v5::{AliasError, InboundV5};
+use crate::auth::AclSlot;
 use crate::auth::enhanced::AuthStep;
 use crate::broker::BrokerCore;
 use crate::codec::{
@@ -100,6 +101,8 @@ pub(crate) struct Handler<'a> {
     pub rate: Option<Box<RateLimiter>>,
     /// Set when the client went over its publish rate: reading pauses this long.
     pub throttle: Option<std::time::Duration>,
+    /// The ACL of the listener this client came through, if any.
+    pub acl: Option<&'a AclSlot>,
 }
 
 impl Handler<'_> {
@@ -329,6 +332,7 @@ impl Handler<'_> {
                 self.core,
                 self.client,
                 self.session.key,
+                self.acl,
                 draft,
                 publish.properties,
             );
@@ -371,12 +375,16 @@ impl Handler<'_> {
         core: &BrokerCore,
         client: &ClientInfo,
         publisher: u64,
+        acl: Option<&AclSlot>,
         mut draft: PublishDraft,
         properties: Option<Box<Properties>>,
     ) -> Outcome {
-        let acl = core.acl();
-        if let Some(acl) = &acl
-            && !acl.check_publish(&client.client_id, client.username.as_deref(), &draft.topic)
+        if let Some(acl) = acl
+            && !acl.read().check_publish(
+                &client.client_id,
+                client.username.as_deref(),
+                &draft.topic,
+            )
         {
             // Denied by the ACL: acknowledged as the protocol level prescribes (0x87 in
             // MQTT 5), counted, not delivered.
@@ -417,17 +425,17 @@ impl Handler<'_> {
         if retain {
             core.router.retain(&message);
         }
-        Outcome::Routed(core.router.route(
-            &message,
-            &client.client_id,
-            acl.as_deref(),
-            &core.metrics,
-        ))
+        Outcome::Routed(
+            core.router
+                .route(&message, &client.client_id, &core.metrics),
+        )
     }
 
     /// Publishes a client's will ([MQTT-3.1.2-8]), through the same hook and routing as a
     /// PUBLISH from that client.
-    pub fn publish_will(core: &BrokerCore, client: &ClientInfo, publisher: u64, will: LastWill) {
+    /// The will is checked against the ACL of `session`'s client (write access), and each
+    /// delivery against its reader's.
+    pub fn publish_will(core: &BrokerCore, client: &ClientInfo, session: &Session, will: LastWill) {
         let draft = PublishDraft {
             topic: will.topic,
             payload: will.payload,
@@ -439,7 +447,8 @@ impl Handler<'_> {
             p.will_delay_interval = None;
             p
         });
-        Self::route(core, client, publisher, draft, properties);
+        let acl = session.acl_slot();
+        Self::route(core, client, session.key, acl.as_deref(), draft, properties);
     }
 
     fn subscribe(&mut self, subscribe: Subscribe) -> Result<(), Close> {
@@ -490,8 +499,8 @@ impl Handler<'_> {
                 // [MQTT-3.8.3-4] No Local on a shared subscription is a Protocol Error.
                 return Err(self.protocol_error(reason::PROTOCOL_ERROR));
             }
-            let acl_denied = self.core.acl().is_some_and(|acl| {
-                !acl.check_subscribe(
+            let acl_denied = self.acl.is_some_and(|acl| {
+                !acl.read().check_subscribe(
                     &self.client.client_id,
                     self.client.username.as_deref(),
                     &filter,
@@ -544,14 +553,9 @@ impl Handler<'_> {
             properties: None,
         }));
         for (filter, qos) in retained {
-            self.core.router.send_retained(
-                self.session,
-                &filter,
-                qos,
-                id,
-                self.core.acl().as_deref(),
-                &self.core.metrics,
-            );
+            self.core
+                .router
+                .send_retained(self.session, &filter, qos, id, &self.core.metrics);
         }
         Ok(())
     }

@@ -110,15 +110,19 @@ pub(crate) async fn authenticate(
                 ConnectDecision::NotAuthorized
             }
         }
-        Some(user) => match core.credentials.verify(user, password.unwrap_or_default()) {
+        Some(user) => match listener
+            .auth
+            .credentials
+            .verify(user, password.unwrap_or_default())
+        {
             Some(true) => ConnectDecision::Accept,
             Some(false) => ConnectDecision::BadCredentials,
             // Without a password store, a user name is just a label (as in Mosquitto when no
             // password_file is set) on a listener that admits anonymous clients.
             // (Not when a password file is configured: an empty one still means "no user is
             // known", as in Mosquitto.)
-            None if core.credentials.is_empty()
-                && core.config.auth.password_file.is_none()
+            None if listener.auth.credentials.is_empty()
+                && !listener.auth.password_file
                 && listener.allow_anonymous =>
             {
                 ConnectDecision::Accept

@@ -279,7 +279,7 @@ async fn serve<T: Transport>(
         // The old session ends here: a will still waiting for its delay goes out now
         // (MQTT 5.0 section 3.1.3.2.2).
         if let Some(pending) = old.take_pending_will() {
-            Handler::publish_will(&core, &pending.client, old.key, *pending.will);
+            Handler::publish_will(&core, &pending.client, old, *pending.will);
         }
         core.router.remove_session(old);
     }
@@ -288,13 +288,12 @@ async fn serve<T: Transport>(
         conn_id,
         props.receive_maximum.unwrap_or(u16::MAX),
         username.clone(),
+        listener.auth.acl.clone(),
     );
-    if opened.present
-        && let Some(acl) = core.acl()
-    {
+    if opened.present {
         // The session may have been queued for another user (or under other rules): only what
         // this client may read is delivered.
-        let dropped = session.refilter(&acl);
+        let dropped = session.refilter();
         if dropped > 0 {
             Metrics::add(&core.metrics.acl_denied, dropped as u64);
             tracing::debug!(%client_id, dropped, "queued messages this client may not read dropped");
@@ -379,6 +378,7 @@ async fn serve<T: Transport>(
         keep_alive: (keep_alive > 0).then(|| Duration::from_millis(u64::from(keep_alive) * 1500)),
         inbound,
         outbound,
+        acl: listener.auth.acl.clone(),
     })
 }
 
@@ -427,13 +427,8 @@ pub(super) fn finish(
     };
     if detached && reason != DisconnectReason::Shutdown {
         // Section 4.8.2: what a share-group member leaves unacknowledged goes to another member.
-        core.router.redeliver_shared(
-            session,
-            &client.client_id,
-            false,
-            core.acl().as_deref(),
-            &core.metrics,
-        );
+        core.router
+            .redeliver_shared(session, &client.client_id, false, &core.metrics);
     }
     let mut will_delay = None;
     // [MQTT-3.1.2-8] the will is published when the connection closes for any reason other
@@ -447,7 +442,7 @@ pub(super) fn finish(
             .and_then(|p| p.will_delay_interval)
             .unwrap_or(0);
         if delay == 0 || (detached && expiry == 0) || (!detached && discarded) {
-            Handler::publish_will(core, client, session.key, *will);
+            Handler::publish_will(core, client, session, *will);
         } else if detached {
             // [MQTT-3.1.3-9] published when the delay runs out or the session ends, unless
             // the client reconnects first.
@@ -520,6 +515,11 @@ mod tests {
             .expect("connect");
         let context = Arc::new(crate::transport::ListenerContext {
             local_addr,
+            auth: crate::broker::ListenerAuth {
+                credentials: std::sync::Arc::default(),
+                password_file: false,
+                acl: None,
+            },
             allow_anonymous: true,
             use_identity_as_username: false,
         });

@@ -18,7 +18,6 @@ use bytestring::ByteString;
 use parking_lot::RwLock;
 use smallvec::SmallVec;
 
-use crate::auth::acl::Acl;
 use crate::codec::{QoS, SubscriptionOptions};
 use crate::config::SharedStrategy;
 use crate::message::{Message, SharedMessage};
@@ -95,14 +94,8 @@ impl Router {
     /// share group (MQTT 5.0 section 4.8.2: a shared subscription is delivered on its own,
     /// beside the session's ordinary ones). `publisher_id` is the publishing client's id, for the
     /// `hash_client_id` shared strategy.
-    /// `acl`, when one is in force, is checked for read access on every delivery.
-    pub fn route(
-        &self,
-        message: &SharedMessage,
-        publisher_id: &str,
-        acl: Option<&Acl>,
-        metrics: &Metrics,
-    ) -> Routed {
+    /// Each subscriber's ACL (if any) is checked for read access on delivery.
+    pub fn route(&self, message: &SharedMessage, publisher_id: &str, metrics: &Metrics) -> Routed {
         let subs = self.subscriptions.read();
         // Inline room for the common case: no heap allocation per PUBLISH below 16 matches.
         let mut matched: SmallVec<[(u64, &Subscriber); 16]> = SmallVec::new();
@@ -118,7 +111,7 @@ impl Router {
         let mut routed = Routed::default();
         let mut deliver = |session: &Arc<Session>, qos: QoS, retain, extra| {
             routed.matched += 1;
-            if session.enqueue(message, qos, retain, extra, acl, metrics) == Enqueued::Congested
+            if session.enqueue(message, qos, retain, extra, metrics) == Enqueued::Congested
                 && routed.congested.is_none()
             {
                 routed.congested = Some(session.clone());
@@ -172,7 +165,6 @@ impl Router {
         leaving: &Arc<Session>,
         publisher_id: &str,
         ending: bool,
-        acl: Option<&Acl>,
         metrics: &Metrics,
     ) {
         let items = leaving.take_shared();
@@ -207,7 +199,6 @@ impl Router {
                         item.qos.min(m.options.qos),
                         item.retain,
                         extra(ids, Some(&share)),
-                        acl,
                         metrics,
                     );
                 }
@@ -342,7 +333,6 @@ impl Router {
         filter: &str,
         granted: QoS,
         id: u32,
-        acl: Option<&Acl>,
         metrics: &Metrics,
     ) {
         let ids: &[u32] = if id != 0 { &[id] } else { &[] };
@@ -357,7 +347,6 @@ impl Router {
                 message.qos.min(granted),
                 true,
                 extra(ids, None),
-                acl,
                 metrics,
             );
         });

@@ -19,7 +19,7 @@ use bytestring::ByteString;
 use parking_lot::Mutex;
 use tokio::sync::Notify;
 
-use crate::auth::acl::Acl;
+use crate::auth::AclSlot;
 use crate::codec::{Ack, LastWill, Packet, PacketId, QoS, SubscriptionOptions};
 use crate::hooks::ClientInfo;
 use crate::message::SharedMessage;
@@ -137,8 +137,9 @@ pub struct SessionState {
     /// User name of the connection serving (or that last served) the session, for the read
     /// checks of the ACL on every delivery.
     pub username: Option<ByteString>,
-    /// The in-process client's session: the application itself, not subject to the ACL.
-    pub acl_exempt: bool,
+    /// The ACL of the listener the serving client came through (`None`: no ACL applies, as
+    /// for the in-process client).
+    pub acl: Option<Arc<AclSlot>>,
     /// The task timing this offline session's will delay and expiry, aborted when the session
     /// is resumed (so a reconnect storm does not pile up sleeping timers).
     pub timer: Option<tokio::task::AbortHandle>,
@@ -225,7 +226,7 @@ impl Session {
                 inflight_cap: limits.max_inflight,
                 pending_will: None,
                 username: None,
-                acl_exempt: false,
+                acl: None,
                 timer: None,
                 discarded: false,
                 resend_inflight: false,
@@ -249,13 +250,13 @@ impl Session {
         qos: QoS,
         retain: bool,
         extra: Option<Arc<DeliveryExtra>>,
-        acl: Option<&Acl>,
         metrics: &Metrics,
     ) -> Enqueued {
         let mut st = self.state.lock();
-        if let Some(acl) = acl
-            && !st.acl_exempt
-            && !acl.check_receive(&self.client_id, st.username.as_deref(), &message.topic)
+        if let Some(slot) = &st.acl
+            && !slot
+                .read()
+                .check_receive(&self.client_id, st.username.as_deref(), &message.topic)
         {
             // Read access is checked on every delivery (as Mosquitto does): this is what keeps
             // a denied topic out of a broad subscription, and checks retained messages and
@@ -504,10 +505,17 @@ impl Session {
     /// is woken and finds it no longer serves this session (see [`Session::serves`]).
     /// `receive_maximum` is the client's Receive Maximum (65 535 when it sent none).
     /// Attaching cancels a will waiting for its delay ([MQTT-3.1.3-9]).
-    pub fn attach(&self, conn: u64, receive_maximum: u16, username: Option<ByteString>) {
+    pub fn attach(
+        &self,
+        conn: u64,
+        receive_maximum: u16,
+        username: Option<ByteString>,
+        acl: Option<Arc<AclSlot>>,
+    ) {
         let mut st = self.state.lock();
         let previous = st.connection.replace(conn);
         st.username = username;
+        st.acl = acl;
         st.generation += 1;
         st.inflight_cap = st
             .limits
@@ -589,11 +597,12 @@ impl Session {
     /// queued (or in flight) for a previous connection with another user name, or before the
     /// ACL changed. Read access is checked when a message is queued; this re-checks the
     /// backlog when the reader may have changed. Returns how many were dropped.
-    pub fn refilter(&self, acl: &Acl) -> usize {
+    pub fn refilter(&self) -> usize {
         let mut st = self.state.lock();
-        if st.acl_exempt {
+        let Some(slot) = st.acl.clone() else {
             return 0;
-        }
+        };
+        let acl = slot.read().clone();
         let username = st.username.clone();
         let allowed = |topic: &str| acl.check_receive(&self.client_id, username.as_deref(), topic);
         let before = st.pending.len() + st.inflight.len();
@@ -605,6 +614,11 @@ impl Session {
         let after = st.pending.len() + st.inflight.len();
         st.resend_inflight = !st.inflight.is_empty();
         before - after
+    }
+
+    /// The ACL slot of the client serving (or that last served) the session.
+    pub fn acl_slot(&self) -> Option<Arc<AclSlot>> {
+        self.state.lock().acl.clone()
     }
 
     /// Puts back a message taken by [`Session::take_shared`] that no other member could take.

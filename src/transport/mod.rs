@@ -48,6 +48,8 @@ impl Transport for TcpStream {
 pub struct ListenerContext {
     /// Address the listener is bound to.
     pub local_addr: SocketAddr,
+    /// The users and the ACL this listener checks.
+    pub(crate) auth: crate::broker::ListenerAuth,
     /// Whether clients without a user name are admitted.
     pub allow_anonymous: bool,
     /// TLS with `use_identity_as_username`: the client certificate's subject CN (or first

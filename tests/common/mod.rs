@@ -29,6 +29,8 @@ pub fn test_config() -> Config {
         listeners: vec![ListenerConfig {
             bind: "127.0.0.1:0".parse().expect("literal address"),
             allow_anonymous: Some(true),
+            password_file: None,
+            acl_file: None,
             tls: None,
         }],
         ..Config::default()
