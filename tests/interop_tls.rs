@@ -750,7 +750,6 @@ impl Hooks for SeenUsers {
 }
 
 #[tokio::test]
-#[ignore = "BROKER BUG: with use_identity_as_username, Hooks::on_connect's ConnectRequest::username is the user name the CONNECT claims, not the certificate identity that ClientInfo (on_connected, the ACL) uses"]
 async fn hooks_see_the_certificate_identity_not_the_claimed_user_name() {
     let pki = Pki::new();
     let seen = std::sync::Arc::new(SeenUsers::default());

@@ -90,8 +90,9 @@ pub(crate) fn client_id(
 }
 
 /// Runs the built-in checks (password store, `allow_anonymous`) and then the application's
-/// `on_connect` hook, which has the last word. `enhanced` is set when enhanced authentication
-/// (section 4.12) already established the client's identity.
+/// `on_connect` hook, which has the last word. `enhanced` is set when a client certificate or
+/// enhanced authentication (section 4.12) already authenticated the client, `identity` is the
+/// user name it established, if any.
 pub(crate) async fn authenticate(
     core: &BrokerCore,
     listener: &ListenerContext,
@@ -99,6 +100,7 @@ pub(crate) async fn authenticate(
     client_id: &str,
     remote_addr: Option<std::net::SocketAddr>,
     enhanced: bool,
+    identity: Option<&str>,
 ) -> ConnectDecision {
     let password = connect.password.as_deref();
     let builtin = match connect.username.as_deref() {
@@ -132,7 +134,9 @@ pub(crate) async fn authenticate(
     };
     let request = ConnectRequest {
         client_id,
-        username: connect.username.as_deref(),
+        // The identity established (certificate or enhanced authentication) when there is one:
+        // the hook must not be fooled by a user name the client merely claims.
+        username: identity.or(connect.username.as_deref()),
         password,
         remote_addr,
         protocol: connect.protocol,

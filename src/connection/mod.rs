@@ -229,6 +229,12 @@ async fn serve<T: Transport>(
     };
     // The application's on_connect hook may await (a user-store lookup): it is bounded by the
     // connect timeout too.
+    // The identity a certificate or enhanced authentication established, if any.
+    let identity: Option<String> = match (&tls_user, &auth_result) {
+        (Some(user), _) => Some(user.clone()),
+        (None, Some((_, done))) => done.username.clone(),
+        (None, None) => None,
+    };
     let auth = handshake::authenticate(
         &core,
         &listener,
@@ -236,6 +242,7 @@ async fn serve<T: Transport>(
         &client_id,
         remote_addr,
         auth_result.is_some() || tls_user.is_some(),
+        identity.as_deref(),
     );
     let decision = match Box::pin(tokio::time::timeout(
         core.config.limits.connect_timeout(),
