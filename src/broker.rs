@@ -316,9 +316,10 @@ impl Broker {
         Ok(())
     }
 
-    /// Re-reads the password file and the ACL file (what the daemon does on SIGHUP). Existing
-    /// connections stay; new checks use the new files. On an error the previous contents stay
-    /// in force and the error (naming the file and line) is returned.
+    /// Re-reads the password and ACL files (`[auth]` and per listener) and the TLS listeners'
+    /// certificates: what the daemon does on SIGHUP. Existing connections stay; new checks and
+    /// new handshakes use the new files. On an error the file in error keeps its previous
+    /// contents and the error (naming the file, and the line) is returned.
     pub fn reload(&self) -> Result<(), String> {
         self.load_security_files()?;
         let listeners = self.core.tls.lock().clone();

@@ -239,7 +239,7 @@ impl Signals {
                 _ = self.term.recv() => return,
                 _ = self.int.recv() => return,
                 _ = self.hup.recv() => match broker.reload() {
-                    Ok(()) => tracing::info!("SIGHUP: password and ACL files reloaded"),
+                    Ok(()) => tracing::info!("SIGHUP: password, ACL and certificate files reloaded"),
                     Err(e) => tracing::error!("SIGHUP: reload failed, previous files stay in force: {e}"),
                 },
             }
