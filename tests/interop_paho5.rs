@@ -10,64 +10,12 @@
 
 mod common;
 
-use std::path::PathBuf;
-use std::process::Stdio;
-use std::time::Duration;
-
 use common::{TestBroker, test_config};
-use tokio::process::Command;
-
-/// Longest time one script run may take before it is killed and the test fails.
-const SCRIPT_TIMEOUT: Duration = Duration::from_secs(60);
-/// Exit code of a script that cannot import paho-mqtt (see `paho_common.py`).
-const EXIT_NO_PAHO: i32 = 3;
 
 /// Runs `python3 tests/interop/paho5.py --port N <check>` against the broker, requires exit
 /// code 0, and returns its stdout.
 async fn run_check(b: &TestBroker, check: &str) -> String {
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("tests")
-        .join("interop")
-        .join("paho5.py");
-    let port = b.addr.port().to_string();
-    let child = Command::new("python3")
-        .arg(&path)
-        .args(["--port", &port, check])
-        .env("PYTHONDONTWRITEBYTECODE", "1")
-        .env("PYTHONUNBUFFERED", "1")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn();
-    let child = match child {
-        Ok(child) => child,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            panic!(
-                "python3 is not installed ({e}): run scripts/test (the interop tests never skip)"
-            )
-        }
-        Err(e) => panic!("cannot start python3 {}: {e}", path.display()),
-    };
-    let out = match tokio::time::timeout(SCRIPT_TIMEOUT, child.wait_with_output()).await {
-        Ok(Ok(out)) => out,
-        Ok(Err(e)) => panic!("paho5 {check}: cannot collect the output: {e}"),
-        // The dropped child is killed (kill_on_drop).
-        Err(_) => panic!("paho5 {check} did not finish within {SCRIPT_TIMEOUT:?}"),
-    };
-    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_ne!(
-        out.status.code(),
-        Some(EXIT_NO_PAHO),
-        "paho-mqtt is missing: run scripts/test, which installs it. stderr: {stderr}"
-    );
-    assert!(
-        out.status.success(),
-        "paho5 {check} failed ({}).\nstdout:\n{stdout}\nstderr:\n{stderr}",
-        out.status
-    );
-    stdout
+    common::run_paho_script("paho5", b.addr.port(), &[check]).await
 }
 
 /// Asserts that every expected `OK ...` line was printed, in order.

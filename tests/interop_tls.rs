@@ -38,8 +38,6 @@ const SUB_TIMEOUT_SECS: &str = "10";
 const SUBSCRIBE_TIMEOUT: Duration = Duration::from_secs(5);
 /// `mosquitto_sub -F`: topic, QoS and payload of each message on one line.
 const FORMAT: &str = "%t|%q|%p";
-/// Exit code of a Python script that cannot import paho-mqtt (see `interop/paho_common.py`).
-const EXIT_NO_PAHO: i32 = 3;
 /// The daemon.
 const BIN: &str = env!("CARGO_BIN_EXE_mqtt-server");
 
@@ -271,52 +269,11 @@ async fn wait_for_handshake_failures(b: &TestBroker, n: u64) {
 // ---------------------------------------------------------------------------------------------
 // paho-mqtt (Python)
 
-/// `tests/interop/paho_tls.py`.
-fn script() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("tests")
-        .join("interop")
-        .join("paho_tls.py")
-}
-
 /// Runs `python3 tests/interop/paho_tls.py --port N args...`, requires exit code 0, and
 /// returns its `OK ...` lines.
 async fn paho(b: &TestBroker, args: &[&str]) -> Vec<String> {
-    let path = script();
-    let child = Command::new("python3")
-        .arg(&path)
-        .args(["--port", &b.addr.port().to_string()])
-        .args(args)
-        .env("PYTHONDONTWRITEBYTECODE", "1")
-        .env("PYTHONUNBUFFERED", "1")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn();
-    let child = match child {
-        Ok(child) => child,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            panic!(
-                "python3 is not installed ({e}): run scripts/test (the interop tests never skip)"
-            )
-        }
-        Err(e) => panic!("cannot start python3 {}: {e}", path.display()),
-    };
-    let out = finish(child, &format!("paho_tls.py {args:?}")).await;
-    let stdout = text(&out.stdout);
-    let stderr = text(&out.stderr);
-    assert_ne!(
-        out.status.code(),
-        Some(EXIT_NO_PAHO),
-        "paho-mqtt is missing: run scripts/test, which installs it. stderr: {stderr}"
-    );
-    assert!(
-        out.status.success(),
-        "paho_tls.py {args:?} failed ({}).\nstdout:\n{stdout}\nstderr:\n{stderr}",
-        out.status
-    );
-    stdout
+    common::run_paho_script("paho_tls", b.addr.port(), args)
+        .await
         .lines()
         .filter(|l| l.starts_with("OK "))
         .map(str::to_owned)

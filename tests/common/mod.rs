@@ -340,3 +340,58 @@ impl Hooks for DenyPrefix {
         }
     }
 }
+
+/// Longest time one Python interop script may run before it is killed and the test fails.
+pub const PAHO_SCRIPT_TIMEOUT: Duration = Duration::from_secs(60);
+/// Exit code of a script that cannot import paho-mqtt (see `tests/interop/paho_common.py`).
+const EXIT_NO_PAHO: i32 = 3;
+
+/// Runs `python3 tests/interop/<script>.py --port PORT args...` (a Paho interop script), requires
+/// exit code 0 and returns its stdout. A missing python3 or paho-mqtt fails the test with the
+/// remedy (`scripts/test` installs them): the interop tests never skip.
+pub async fn run_paho_script(script: &str, port: u16, args: &[&str]) -> String {
+    use std::process::Stdio;
+    let path = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests")
+        .join("interop")
+        .join(format!("{script}.py"));
+    let child = tokio::process::Command::new("python3")
+        .arg(&path)
+        .args(["--port", &port.to_string()])
+        .args(args)
+        .env("PYTHONDONTWRITEBYTECODE", "1")
+        .env("PYTHONUNBUFFERED", "1")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn();
+    let child = match child {
+        Ok(child) => child,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            panic!(
+                "python3 is not installed ({e}): run scripts/test (the interop tests never skip)"
+            )
+        }
+        Err(e) => panic!("cannot start python3 {}: {e}", path.display()),
+    };
+    let out = match tokio::time::timeout(PAHO_SCRIPT_TIMEOUT, child.wait_with_output()).await {
+        Ok(Ok(out)) => out,
+        Ok(Err(e)) => panic!("{script} {args:?}: cannot collect the output: {e}"),
+        // The dropped child is killed (kill_on_drop).
+        Err(_) => panic!("{script} {args:?} did not finish within {PAHO_SCRIPT_TIMEOUT:?}"),
+    };
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_ne!(
+        out.status.code(),
+        Some(EXIT_NO_PAHO),
+        "paho-mqtt is missing: run scripts/test, which installs it. stderr: {stderr}"
+    );
+    assert!(
+        out.status.success(),
+        "{script} {args:?} failed ({}).\nstdout:\n{stdout}\nstderr:\n{stderr}",
+        out.status
+    );
+    stdout
+}
