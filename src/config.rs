@@ -379,6 +379,18 @@ impl Limits {
                 format!("must be at least 1, got {}", self.max_inflight_messages),
             ));
         }
+        if self.max_topic_length < 1 || self.max_topic_levels < 1 {
+            let key = if self.max_topic_length < 1 {
+                "limits.max_topic_length"
+            } else {
+                "limits.max_topic_levels"
+            };
+            return Err(ConfigError::key(
+                origin,
+                key,
+                "must be between 1 and 65535, got 0",
+            ));
+        }
         if self.max_queued_messages < 1 {
             return Err(ConfigError::key(
                 origin,
@@ -798,6 +810,27 @@ mod tests {
         c.limits.max_queued_messages = 0;
         assert!(invalid(&c).contains("key 'limits.max_queued_messages': must be at least 1"));
         c.limits.max_queued_messages = 1;
+        assert!(c.validate("t").is_ok());
+    }
+
+    #[test]
+    fn security_settings_are_validated() {
+        let mut c = Config::default();
+        c.limits.max_topic_levels = 0;
+        assert!(invalid(&c).contains("key 'limits.max_topic_levels'"));
+        c.limits.max_topic_levels = 1;
+        c.limits.max_topic_length = 0;
+        assert!(invalid(&c).contains("key 'limits.max_topic_length'"));
+        c.limits.max_topic_length = 1;
+        c.auth.v5_subscribe_denied_code = 0x81;
+        assert!(invalid(&c).contains("key 'auth.v5_subscribe_denied_code'"));
+        c.auth.v5_subscribe_denied_code = 0x80;
+        c.mqtt.maximum_qos = 3;
+        assert!(invalid(&c).contains("key 'mqtt.maximum_qos'"));
+        c.mqtt.maximum_qos = 1;
+        c.mqtt.receive_maximum = 0;
+        assert!(invalid(&c).contains("key 'mqtt.receive_maximum'"));
+        c.mqtt.receive_maximum = 1;
         assert!(c.validate("t").is_ok());
     }
 

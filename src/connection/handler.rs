@@ -30,16 +30,11 @@ pub(crate) mod reason {
     pub const NO_MATCHING_SUBSCRIBERS: u8 = 0x10;
     /// No subscription existed (UNSUBACK).
     pub const NO_SUBSCRIPTION_EXISTED: u8 = 0x11;
-    /// Continue authentication (AUTH).
-    pub const CONTINUE_AUTHENTICATION: u8 = 0x18;
-    /// Re-authenticate (AUTH).
-    pub const RE_AUTHENTICATE: u8 = 0x19;
+    pub use crate::auth::enhanced::{
+        BAD_AUTHENTICATION_METHOD, CONTINUE_AUTHENTICATION, NOT_AUTHORIZED, RE_AUTHENTICATE,
+    };
     /// Protocol Error.
     pub const PROTOCOL_ERROR: u8 = 0x82;
-    /// Not authorized.
-    pub const NOT_AUTHORIZED: u8 = 0x87;
-    /// Bad authentication method.
-    pub const BAD_AUTHENTICATION_METHOD: u8 = 0x8C;
     /// Topic Filter invalid (SUBACK).
     pub const TOPIC_FILTER_INVALID: u8 = 0x8F;
     /// Topic Name invalid.
