@@ -160,6 +160,10 @@ pub struct MqttConfig {
     pub maximum_qos: u8,
     /// How a shared subscription picks the member that gets a message.
     pub shared_subscription_strategy: SharedStrategy,
+    /// Response Information sent in CONNACK to MQTT 5 clients that ask for it (Request
+    /// Response Information 1), with `%c` replaced by the client id — the basis of the client's
+    /// response topics, for example `responses/%c`. Empty (the default): none is sent.
+    pub response_information: String,
 }
 
 /// How a shared subscription (`$share/{group}/{filter}`) picks the member that receives a
@@ -227,6 +231,7 @@ impl Default for MqttConfig {
             receive_maximum: 100,
             maximum_qos: 2,
             shared_subscription_strategy: SharedStrategy::RoundRobin,
+            response_information: String::new(),
         }
     }
 }

@@ -3101,3 +3101,39 @@ async fn qos0_with_an_invalid_declared_utf8_payload_is_not_delivered() {
     assert_eq!(utf8(&sub.recv_publish().await), "ok");
     b.stop().await;
 }
+
+#[tokio::test]
+async fn response_information_is_sent_only_when_requested_and_configured() {
+    let mut config = test_config();
+    config.mqtt.response_information = "responses/%c".to_owned();
+    let b = TestBroker::start_with(config).await;
+    let ask = |id: &str, value: Option<u8>| {
+        with_props(
+            connect5(id, true, 60),
+            Properties {
+                request_response_information: value,
+                ..Properties::default()
+            },
+        )
+    };
+    let (_c, a) = connect_ok(&b, ask("rr-yes", Some(1))).await;
+    assert_eq!(
+        connack_props(&a).response_information.as_deref(),
+        Some("responses/rr-yes"),
+        "section 3.2.2.3.15: Response Information with the client id"
+    );
+    for (id, value) in [("rr-no", Some(0)), ("rr-absent", None)] {
+        let (_c, a) = connect_ok(&b, ask(id, value)).await;
+        assert_eq!(
+            connack_props(&a).response_information,
+            None,
+            "[MQTT-3.1.2-28] not requested ({value:?}): none sent"
+        );
+    }
+    b.stop().await;
+    // Not configured: none even when requested.
+    let b = TestBroker::start().await;
+    let (_c, a) = connect_ok(&b, ask("rr-off", Some(1))).await;
+    assert_eq!(connack_props(&a).response_information, None);
+    b.stop().await;
+}

@@ -249,6 +249,7 @@ pub(crate) fn connack_properties(
     expiry: u32,
     server_keep_alive: Option<u16>,
     auth: Option<(&ByteString, Option<Bytes>)>,
+    client_id: &str,
 ) -> Box<Properties> {
     let mqtt = &core.config.mqtt;
     let limits = &core.config.limits;
@@ -275,6 +276,12 @@ pub(crate) fn connack_properties(
     if let Some((method, data)) = auth {
         p.authentication_method = Some(method.clone());
         p.authentication_data = data;
+    }
+    // [MQTT-3.1.2-28] Response Information only when the client asked for it (and one is
+    // configured: the server MAY send it).
+    if requested.request_response_information == Some(1) && !mqtt.response_information.is_empty() {
+        let info = mqtt.response_information.replace("%c", client_id);
+        p.response_information = Some(ByteString::from(info));
     }
     Box::new(p)
 }

@@ -316,6 +316,7 @@ async fn serve<T: Transport>(
             expiry,
             server_keep_alive,
             auth_result.as_ref().map(|(m, done)| (m, done.data.clone())),
+            &client_id,
         )
     });
     let connack = Packet::ConnAck(ConnAck {
