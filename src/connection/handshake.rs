@@ -285,3 +285,37 @@ pub(crate) fn connack_properties(
     }
     Box::new(p)
 }
+
+/// The keep-alive the connection runs with and the Server Keep Alive to announce: at most
+/// `mqtt.max_keepalive`. MQTT 5 clients asking for more, or for 0 while a maximum is set, are
+/// told the maximum ([MQTT-3.2.2-22]: otherwise the client's value is used); `None` refuses an
+/// MQTT 3.1/3.1.1 client asking for more, which cannot be told (as Mosquitto does).
+pub(crate) fn keep_alive(core: &BrokerCore, connect: &Connect) -> Option<(u16, Option<u16>)> {
+    let max = core.config.mqtt.max_keepalive;
+    let asked = connect.keep_alive;
+    if asked <= max && (asked != 0 || max == u16::MAX) {
+        return Some((asked, None));
+    }
+    if connect.protocol.is_v5() {
+        Some((max, Some(max)))
+    } else if asked > max {
+        None
+    } else {
+        // 3.1.1 with keep-alive 0: allowed (nothing to tell it).
+        Some((asked, None))
+    }
+}
+
+/// The Session Expiry Interval of the session: what an MQTT 5 client asks for (absent = 0,
+/// section 3.1.2.11.2), capped by `mqtt.session_expiry_interval`; for MQTT 3.1.1, 0 with Clean
+/// Session 1 and the broker's value with Clean Session 0.
+pub(crate) fn session_expiry(core: &BrokerCore, connect: &Connect, props: &Properties) -> u32 {
+    let max = core.config.mqtt.session_expiry_interval;
+    if connect.protocol.is_v5() {
+        props.session_expiry_interval.unwrap_or(0).min(max)
+    } else if connect.clean_start {
+        0
+    } else {
+        max
+    }
+}

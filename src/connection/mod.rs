@@ -166,31 +166,12 @@ async fn serve<T: Transport>(
         refuse(&core, &mut stream, code, version).await;
         return None;
     }
-    // Keep-alive: at most `max_keepalive`. MQTT 5 clients are told the value to use (Server
-    // Keep Alive, [MQTT-3.2.2-22]); older clients asking for more are refused as Mosquitto does.
-    let max_keepalive = mqtt.max_keepalive;
-    let mut keep_alive = connect.keep_alive;
-    let mut server_keep_alive = None;
-    if keep_alive > max_keepalive || (keep_alive == 0 && max_keepalive < u16::MAX) {
-        if version.is_v5() {
-            keep_alive = max_keepalive;
-            server_keep_alive = Some(max_keepalive);
-        } else if keep_alive > max_keepalive {
-            tracing::info!(%client_id, keep_alive, max_keepalive, "keep-alive above max_keepalive; refused");
-            refuse(&core, &mut stream, 0x02, version).await;
-            return None;
-        }
-    }
-    // Session expiry: MQTT 5 asks for it (absent = 0, section 3.1.2.11.2), capped
-    // by the broker; MQTT 3.1.1 Clean Session 0 gets the broker's value.
-    let max_expiry = mqtt.session_expiry_interval;
-    let expiry = if version.is_v5() {
-        props.session_expiry_interval.unwrap_or(0).min(max_expiry)
-    } else if connect.clean_start {
-        0
-    } else {
-        max_expiry
+    let Some((keep_alive, server_keep_alive)) = handshake::keep_alive(&core, &connect) else {
+        tracing::info!(%client_id, keep_alive = connect.keep_alive, "keep-alive above max_keepalive; refused");
+        refuse(&core, &mut stream, 0x02, version).await;
+        return None;
     };
+    let expiry = handshake::session_expiry(&core, &connect, &props);
 
     // Enhanced authentication (MQTT 5.0 section 4.12) when the CONNECT names a method.
     let mut auth_result = None;
@@ -222,19 +203,19 @@ async fn serve<T: Transport>(
         refuse(&core, &mut stream, code, version).await;
         return None;
     }
-    let username = match (&tls_user, &auth_result) {
-        (Some(user), _) => Some(ByteString::from(user.as_str())),
-        (None, Some((_, done))) => done.username.clone().map(ByteString::from),
-        (None, None) => connect.username.as_deref().map(ByteString::from),
-    };
-    // The application's on_connect hook may await (a user-store lookup): it is bounded by the
-    // connect timeout too.
-    // The identity a certificate or enhanced authentication established, if any.
+    // The identity a certificate or enhanced authentication established, if any; otherwise
+    // the user name the client sent (checked against the password store below).
     let identity: Option<String> = match (&tls_user, &auth_result) {
         (Some(user), _) => Some(user.clone()),
         (None, Some((_, done))) => done.username.clone(),
         (None, None) => None,
     };
+    let username = match &identity {
+        Some(user) => Some(ByteString::from(user.as_str())),
+        None => connect.username.as_deref().map(ByteString::from),
+    };
+    // The application's on_connect hook may await (a user-store lookup): it is bounded by the
+    // connect timeout too.
     let auth = handshake::authenticate(
         &core,
         &listener,
