@@ -2018,6 +2018,11 @@ async fn expect_auth(c: &mut RawClient, reason: u8) -> String {
                 Some(SCRAM),
                 "[MQTT-4.12.0-5] every AUTH carries the CONNECT's method"
             );
+            assert!(
+                p.reason_string.is_none() && p.user_properties.is_empty(),
+                "[MQTT-3.15.2-2] / [MQTT-3.15.2-3] the server's AUTH adds no Reason String or \
+                 User Property (which could exceed the client's Maximum Packet Size)"
+            );
             let data = p.authentication_data.expect("AUTH carries SCRAM data");
             String::from_utf8(data.to_vec()).expect("SCRAM messages are text")
         }
@@ -2666,7 +2671,7 @@ async fn no_reason_strings_or_user_properties_on_acks_and_nothing_over_a_small_m
 #[tokio::test]
 async fn server_disconnect_drops_its_reason_string_to_fit_a_tiny_maximum_packet_size() {
     let b = TestBroker::start().await;
-    let (mut c, _) = connect_ok(
+    let (mut c, a) = connect_ok(
         &b,
         with_props(
             connect5("tiny-disc", true, 60),
@@ -2677,6 +2682,11 @@ async fn server_disconnect_drops_its_reason_string_to_fit_a_tiny_maximum_packet_
         ),
     )
     .await;
+    let size = codec::encoded_len(&Packet::ConnAck(a), V5);
+    assert!(
+        size <= 8,
+        "[MQTT-3.1.2-24] the CONNACK ({size} bytes) fits the client's Maximum Packet Size 8"
+    );
     // A protocol error: Topic Alias above the maximum.
     c.send(pub5(
         "t",

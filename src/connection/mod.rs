@@ -300,13 +300,30 @@ async fn serve<T: Transport>(
             &client_id,
         )
     });
-    let connack = Packet::ConnAck(ConnAck {
+    let mut connack = Packet::ConnAck(ConnAck {
         // [MQTT-3.2.2-1] Session Present is 0 with Clean Session 1; [MQTT-3.2.2-2] 1 when a
         // stored session was resumed.
         session_present: opened.present,
         code: 0,
         properties: connack_props,
     });
+    if let Some(max) = props.maximum_packet_size
+        && codec::encoded_len(&connack, version) > max as usize
+        && let Packet::ConnAck(c) = &mut connack
+        && let Some(p) = c.properties.as_mut()
+    {
+        // [MQTT-3.1.2-24] nothing larger than the client's Maximum Packet Size: keep only what
+        // the client cannot do without (its assigned id, the keep-alive and expiry it must use,
+        // the authentication result), dropping the capability announcements.
+        **p = codec::Properties {
+            assigned_client_identifier: p.assigned_client_identifier.take(),
+            server_keep_alive: p.server_keep_alive,
+            session_expiry_interval: p.session_expiry_interval,
+            authentication_method: p.authentication_method.take(),
+            authentication_data: p.authentication_data.take(),
+            ..codec::Properties::default()
+        };
+    }
     let mut out = BytesMut::new();
     let wrote = match codec::encode(&connack, version, &mut out) {
         Ok(()) => stream.write_all(&out).await.is_ok(),

@@ -74,6 +74,15 @@ pub(crate) fn encode_batch(
                 packet
             }
         };
+        if let (Some(state), Packet::SubAck(_) | Packet::UnsubAck(_)) = (v5.as_deref(), &packet)
+            && codec::encoded_len(&packet, version) > state.max_packet as usize
+        {
+            // [MQTT-3.1.2-24] a SUBACK/UNSUBACK (one code per filter) larger than the client
+            // accepts cannot be sent: it is dropped and logged (only a client that subscribes
+            // to more filters at once than its own maximum allows can cause this).
+            tracing::warn!(client_id = %session.client_id, max = state.max_packet, packet = packet.name(), "acknowledgement larger than the client's Maximum Packet Size; not sent");
+            continue;
+        }
         if let Err(e) = codec::encode(&packet, version, buf) {
             // Only a packet that cannot exist on the wire fails here (a field over 64 KiB that
             // the decoder would never have produced); skip it rather than the whole batch.
