@@ -19,23 +19,16 @@ mod pki;
 
 use std::path::{Path, PathBuf};
 use std::process::{Output, Stdio};
-use std::time::Duration;
 
 use common::TestBroker;
+use common::mosquitto::{self, finish, mosquitto_pub, text};
 use mqtt_server::config::Config;
 use mqtt_server::transport::tls::{TlsSettings, TlsVersion};
 use mqtt_server::{Broker, ClientInfo, ConnectDecision, ConnectRequest, Hooks, QoS};
 use pki::{Ca, Leaf, TempDir, dns, settings};
 use rcgen::{CertificateParams, DistinguishedName, ExtendedKeyUsagePurpose};
-use tokio::io::AsyncReadExt;
 use tokio::process::{Child, Command};
 
-/// Longest time any client process may run before the test fails (and the process is killed).
-const PROCESS_TIMEOUT: Duration = Duration::from_secs(20);
-/// `mosquitto_sub -W`: the subscriber gives up by itself after this many seconds.
-const SUB_TIMEOUT_SECS: &str = "10";
-/// How long a subscriber may take to become subscribed.
-const SUBSCRIBE_TIMEOUT: Duration = Duration::from_secs(5);
 /// `mosquitto_sub -F`: topic, QoS and payload of each message on one line.
 const FORMAT: &str = "%t|%q|%p";
 /// The daemon.
@@ -109,55 +102,9 @@ fn tls_config(tls: TlsSettings) -> Config {
 // ---------------------------------------------------------------------------------------------
 // mosquitto_pub / mosquitto_sub
 
-/// Starts `program` against the broker at 127.0.0.1 (verified against the certificate's IP
-/// SAN); a missing binary fails the test with the way to install it. Killed when dropped.
-fn spawn(program: &str, b: &TestBroker, args: &[&str]) -> Child {
-    spawn_with(program, b, args, None)
-}
-
-/// [`spawn`] with `OPENSSL_CONF` pointing at `openssl_conf` if given.
+/// Starts a client process with `OPENSSL_CONF` set.
 fn spawn_with(program: &str, b: &TestBroker, args: &[&str], openssl_conf: Option<&Path>) -> Child {
-    let mut cmd = Command::new(program);
-    if let Some(conf) = openssl_conf {
-        cmd.env("OPENSSL_CONF", conf);
-    }
-    cmd.args(["-h", "127.0.0.1", "-p", &b.addr.port().to_string()])
-        .args(args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true);
-    match cmd.spawn() {
-        Ok(child) => child,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => panic!(
-            "`{program}` is not installed ({e}): run scripts/test, which installs \
-             mosquitto-clients (the interop tests never skip)"
-        ),
-        Err(e) => panic!("cannot start `{program}`: {e}"),
-    }
-}
-
-/// Waits (bounded) for a process to exit and collects its output.
-async fn finish(child: Child, what: &str) -> Output {
-    match tokio::time::timeout(PROCESS_TIMEOUT, child.wait_with_output()).await {
-        Ok(Ok(out)) => out,
-        Ok(Err(e)) => panic!("{what}: cannot collect the output: {e}"),
-        // Dropping the future drops the child, which kills it (kill_on_drop).
-        Err(_) => panic!("{what} did not exit within {PROCESS_TIMEOUT:?}"),
-    }
-}
-
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
-}
-
-/// Runs `mosquitto_pub` to completion, whatever its exit status.
-async fn mosquitto_pub(b: &TestBroker, args: &[&str]) -> Output {
-    finish(
-        spawn("mosquitto_pub", b, args),
-        &format!("mosquitto_pub {args:?}"),
-    )
-    .await
+    mosquitto::spawn(program, b, args, openssl_conf)
 }
 
 /// An OpenSSL configuration that caps every TLS context at TLS 1.2. `mosquitto_pub
@@ -202,52 +149,15 @@ async fn publish_refused(b: &TestBroker, args: &[&str], why: &str) -> String {
     stderr
 }
 
-/// Starts `mosquitto_sub` (with `-W`) and waits until the broker holds `subscriptions`
-/// subscriptions in total; fails early, with its output, if the process exits first.
+/// Starts `mosquitto_sub` and waits until the broker holds `subscriptions` subscriptions.
 async fn subscriber(b: &TestBroker, args: &[&str], subscriptions: usize) -> Child {
-    let mut full = vec!["-W", SUB_TIMEOUT_SECS, "-F", FORMAT];
-    full.extend_from_slice(args);
-    let mut child = spawn("mosquitto_sub", b, &full);
-    let deadline = tokio::time::Instant::now() + SUBSCRIBE_TIMEOUT;
-    while b.broker.subscription_count() < subscriptions {
-        if let Ok(Some(status)) = child.try_wait() {
-            let (mut out, mut err) = (String::new(), String::new());
-            if let Some(mut stdout) = child.stdout.take() {
-                let _ = stdout.read_to_string(&mut out).await;
-            }
-            if let Some(mut stderr) = child.stderr.take() {
-                let _ = stderr.read_to_string(&mut err).await;
-            }
-            panic!(
-                "mosquitto_sub {full:?} exited before subscribing ({status}); stdout: {out:?}; \
-                 stderr: {err}"
-            );
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "mosquitto_sub {full:?} not subscribed within {SUBSCRIBE_TIMEOUT:?} \
-             ({} subscriptions, expected {subscriptions})",
-            b.broker.subscription_count()
-        );
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-    child
+    mosquitto::subscriber(b, FORMAT, args, subscriptions).await
 }
 
-/// Waits for a subscriber started with `-C n` to exit successfully; returns its lines, sorted
-/// (libmosquitto hands a QoS 2 message over only at PUBREL, so a later QoS 0 or 1 message may
-/// be printed first).
+/// The lines of a subscriber started with `-C n`, sorted (libmosquitto hands a QoS 2 message
+/// over only at PUBREL, so a later QoS 0 or 1 message may be printed first).
 async fn received(child: Child) -> Vec<String> {
-    let out = finish(child, "mosquitto_sub").await;
-    assert!(
-        out.status.success(),
-        "mosquitto_sub failed ({}) (exit code 27 means its -W timeout expired before all \
-         expected messages arrived); stdout: {:?}; stderr: {}",
-        out.status,
-        text(&out.stdout),
-        text(&out.stderr)
-    );
-    let mut lines: Vec<String> = text(&out.stdout).lines().map(str::to_owned).collect();
+    let mut lines = mosquitto::received(child).await;
     lines.sort();
     lines
 }

@@ -3,6 +3,8 @@
 //! helpers that never sleep-and-hope.
 #![allow(dead_code)]
 
+pub mod mosquitto;
+
 use std::net::SocketAddr;
 use std::num::NonZeroU16;
 use std::time::Duration;
