@@ -48,8 +48,9 @@ def show(msg):
             f"payload={bytes(msg.payload)!r} properties={msg.properties}")
 
 
-class Peer5:
-    """A paho MQTT 5 client whose callbacks are recorded for the script to wait on."""
+class Peer5(Peer):
+    """A paho MQTT 5 client whose callbacks are recorded for the script to wait on (the
+    recording callbacks and waits shared with the 3.1.1 `Peer` are inherited from it)."""
 
     def __init__(self, args, client_id, will=None, manual_ack=False):
         self.args = args
@@ -84,36 +85,11 @@ class Peer5:
         self.connack = (bool(flags.session_present), reason_code, properties)
         self.connected.set()
 
-    def _on_disconnect(self, _client, _userdata, _flags, reason_code, _properties):
-        self.disconnect_rc = reason_code
-        self.disconnected.set()
-
-    def _on_message(self, _client, _userdata, msg):
-        self.messages.put(msg)
-
-    def _complete(self, kind, mid, value):
-        with self._cond:
-            self._done[(kind, mid)] = value
-            self._cond.notify_all()
-
-    def _on_subscribe(self, _client, _userdata, mid, reason_codes, _properties):
-        self._complete("sub", mid, [rc.value for rc in reason_codes])
-
     def _on_unsubscribe(self, _client, _userdata, mid, reason_codes, _properties):
         self._complete("unsub", mid, [rc.value for rc in reason_codes])
 
     def _on_publish(self, _client, _userdata, mid, reason_code, _properties):
         self._complete("pub", mid, reason_code.value)
-
-    def _wait_done(self, kind, mid, what):
-        deadline = time.monotonic() + TIMEOUT
-        with self._cond:
-            while (kind, mid) not in self._done:
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    fail(f"{self.name}: {what} not acknowledged within {TIMEOUT}s")
-                self._cond.wait(left)
-            return self._done.pop((kind, mid))
 
     # Operations (script thread).
 
@@ -160,14 +136,6 @@ class Peer5:
         """Publishes and waits for the flow to complete; returns the ack's reason code."""
         mid = self.send(topic, payload, qos, retain, **pub_props)
         return self.acked(mid, f"PUBLISH {topic!r} QoS {qos}")
-
-    def expect_message(self, what, timeout=TIMEOUT):
-        """The next received message; fails after `timeout` seconds."""
-        try:
-            return self.messages.get(timeout=timeout)
-        except queue.Empty:
-            fail(f"{self.name}: no message ({what}) within {timeout}s")
-            raise  # unreachable: fail exits
 
     def expect_nothing(self, what, hold=HOLD):
         """Fails if a message arrives within `hold` seconds."""
