@@ -37,6 +37,48 @@ pub struct Config {
     pub mqtt: MqttConfig,
     /// Authentication and authorization files.
     pub auth: AuthConfig,
+    /// Durable storage of sessions, queued messages and retained messages.
+    pub persistence: PersistenceConfig,
+}
+
+/// When a stored change is durable (`persistence.durability`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Durability {
+    /// A PUBACK, PUBREC, PUBCOMP or SUBACK that depends on a stored change is sent only after
+    /// the change is on disk (fsync); many clients' changes share one fsync (group commit).
+    #[default]
+    Sync,
+    /// Changes are written at once but made durable every `flush_interval_ms`: a crash of the
+    /// broker or of the machine loses up to that window of acknowledged changes.
+    Periodic,
+}
+
+/// `[persistence]`: what survives a restart, and how durably.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PersistenceConfig {
+    /// Keep persistent sessions, their queued and in-flight messages, retained messages and
+    /// delayed wills across restarts. Default false (everything lives in memory).
+    pub enabled: bool,
+    /// Directory of the store (created if missing; the store is `mqtt-server.redb` in it).
+    /// Default `mqtt-server-data`.
+    pub path: std::path::PathBuf,
+    /// `sync` (default) or `periodic`.
+    pub durability: Durability,
+    /// With `periodic`: milliseconds between durable flushes (10 to 60000). Default 100.
+    pub flush_interval_ms: u64,
+}
+
+impl Default for PersistenceConfig {
+    fn default() -> Self {
+        PersistenceConfig {
+            enabled: false,
+            path: std::path::PathBuf::from("mqtt-server-data"),
+            durability: Durability::Sync,
+            flush_interval_ms: 100,
+        }
+    }
 }
 
 /// Authentication and authorization files (Mosquitto formats), reloaded on SIGHUP.
@@ -196,6 +238,7 @@ impl Default for Config {
             limits: Limits::default(),
             mqtt: MqttConfig::default(),
             auth: AuthConfig::default(),
+            persistence: PersistenceConfig::default(),
         }
     }
 }
@@ -300,6 +343,23 @@ impl Config {
                     "must be 0x80 (128) or 0x87 (135), got {}",
                     self.auth.v5_subscribe_denied_code
                 ),
+            ));
+        }
+        if !(10..=60_000).contains(&self.persistence.flush_interval_ms) {
+            return Err(ConfigError::key(
+                origin,
+                "persistence.flush_interval_ms",
+                format!(
+                    "must be between 10 and 60000, got {}",
+                    self.persistence.flush_interval_ms
+                ),
+            ));
+        }
+        if self.persistence.enabled && self.persistence.path.as_os_str().is_empty() {
+            return Err(ConfigError::key(
+                origin,
+                "persistence.path",
+                "must not be empty when persistence is enabled",
             ));
         }
         self.mqtt.validate(origin)

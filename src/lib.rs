@@ -20,6 +20,7 @@ pub mod message;
 pub mod metrics;
 pub mod router;
 pub mod session;
+pub mod store;
 pub mod topic;
 pub mod transport;
 
