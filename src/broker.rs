@@ -22,7 +22,9 @@ use crate::hooks::{Hooks, NoHooks};
 use crate::local_client::LocalClient;
 use crate::metrics::{Metrics, MetricsSnapshot};
 use crate::router::Router;
+use crate::session::Journal;
 use crate::session::registry::SessionRegistry;
+use crate::store::Store;
 use crate::transport::tls::ReloadableTls;
 use crate::transport::{ListenerContext, tcp};
 
@@ -50,6 +52,12 @@ pub enum BrokerError {
     /// A password, ACL or certificate file could not be loaded (the message names the path).
     #[error("{0}")]
     Security(String),
+    /// The persistence store could not be opened or read (the message names the path).
+    #[error("{0}")]
+    Store(#[from] crate::store::StoreError),
+    /// A write to the persistence store failed; the broker stops acknowledging and shuts down.
+    #[error("persistence failed: {0}")]
+    StoreFailed(String),
 }
 
 /// State shared by every task of one broker.
@@ -77,7 +85,12 @@ pub(crate) struct BrokerCore {
     local_addrs: Mutex<Option<Vec<SocketAddr>>>,
     /// The certificates of the TLS listeners, reloaded with the security files.
     tls: Mutex<Vec<Arc<ReloadableTls>>>,
+    /// The store, opened by `start` (see [`BrokerCore::store`]).
+    pub(crate) store: std::sync::OnceLock<Arc<dyn Store>>,
 }
+
+/// The store of a broker that has none open: keeps nothing.
+static VOLATILE: crate::store::memory::MemoryStore = crate::store::memory::MemoryStore::VOLATILE;
 
 /// The authentication and ACL settings one listener applies (its own files, or `[auth]`'s).
 #[derive(Debug, Clone)]
@@ -142,6 +155,25 @@ fn security_setup(
 }
 
 impl BrokerCore {
+    /// The store (a non-persistent one unless `[persistence]` is enabled and the broker
+    /// started).
+    pub fn store(&self) -> &dyn Store {
+        match self.store.get() {
+            Some(store) => store.as_ref(),
+            None => &VOLATILE,
+        }
+    }
+
+    /// An empty journal for one operation's stored changes.
+    pub fn journal(&self) -> Journal {
+        Journal::new(self.store.get().is_some_and(|s| s.is_persistent()))
+    }
+
+    /// Submits `journal` without waiting for it.
+    pub fn submit(&self, journal: Journal) {
+        journal.submit(self.store(), None);
+    }
+
     /// The enhanced-authentication method `method`, if the broker offers it.
     pub fn authenticator(&self, method: &str) -> Option<Arc<dyn Authenticator>> {
         self.authenticators.read().get(method)
@@ -218,6 +250,7 @@ impl Broker {
                 next_connection: AtomicU64::new(1),
                 local_addrs: Mutex::new(None),
                 tls: Mutex::new(Vec::new()),
+                store: std::sync::OnceLock::new(),
             }),
         }
     }
@@ -233,6 +266,13 @@ impl Broker {
             return Err(BrokerError::AlreadyStarted);
         }
         self.load_security_files().map_err(BrokerError::Security)?;
+        if self.core.store.get().is_none() {
+            // Recovery completes before any listener accepts a client.
+            crate::recovery::open(&self.core)?;
+            if let Some(store) = self.core.store.get() {
+                tokio::spawn(watch_store(self.core.clone(), store.clone()));
+            }
+        }
         let mut bound = Vec::new();
         for (i, cfg) in self.core.config.listeners.iter().enumerate() {
             let listener = tcp::bind(cfg.bind).map_err(|source| BrokerError::Bind {
@@ -406,10 +446,71 @@ impl Broker {
         {
             tracing::warn!("some connections did not close within the shutdown grace period");
         }
+        if let Some(store) = self.core.store.get().cloned() {
+            // The final durable flush (sessions' disconnect records included), off the async
+            // workers: it blocks on the disk.
+            if tokio::task::spawn_blocking(move || store.close())
+                .await
+                .is_err()
+            {
+                tracing::error!("persistence: closing the store failed");
+            }
+        }
+    }
+
+    /// Makes everything stored so far durable (with `durability = "periodic"`, what the next
+    /// periodic flush would have written) and returns once it is on disk — the seed's
+    /// `savePersistentSessions()`. Without persistence it returns at once. Fails if the store
+    /// has stopped after a write error.
+    pub async fn save_persistent_sessions(&self) -> Result<(), BrokerError> {
+        let Some(store) = self.core.store.get() else {
+            return Ok(());
+        };
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        store.flush(Box::new(move |result| {
+            let _ = tx.send(result);
+        }));
+        match rx.await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(BrokerError::StoreFailed(e.to_string())),
+            Err(_) => Err(BrokerError::StoreFailed(
+                "the store closed before the flush completed".to_owned(),
+            )),
+        }
+    }
+
+    /// The error that stopped the persistence store, if a write failed (the broker then shuts
+    /// itself down: see [`Broker::shutdown_token`]).
+    pub fn store_failure(&self) -> Option<String> {
+        self.core
+            .store
+            .get()
+            .and_then(|s| s.failure())
+            .map(|e| e.to_string())
     }
 
     /// A token cancelled when the broker shuts down (for tasks the application ties to it).
     pub fn shutdown_token(&self) -> CancellationToken {
         self.core.shutdown.clone()
+    }
+}
+
+/// Watches the store: after a failed write nothing more can be acknowledged, so the broker
+/// shuts down (a supervisor restarts it, and it recovers what was durable).
+async fn watch_store(core: Arc<BrokerCore>, store: Arc<dyn Store>) {
+    let mut tick = tokio::time::interval(Duration::from_millis(200));
+    loop {
+        tokio::select! {
+            _ = core.shutdown.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        if let Some(e) = store.failure() {
+            tracing::error!(error = %e, "persistence failed: shutting down");
+            core.shutdown.cancel();
+            for session in core.sessions.all() {
+                session.notify.notify_waiters();
+            }
+            return;
+        }
     }
 }

@@ -18,6 +18,7 @@ pub mod hooks;
 mod local_client;
 pub mod message;
 pub mod metrics;
+mod recovery;
 pub mod router;
 pub mod session;
 pub mod store;

@@ -81,12 +81,17 @@ impl LocalClient {
             publisher: self.session.key,
             ..Message::new(topic, payload, qos, retain)
         });
+        let mut journal = self.core.journal();
         if retain && self.core.config.mqtt.retain_available {
-            self.core.router.retain(&message);
+            self.core.router.retain(&message, &mut journal);
         }
-        self.core
-            .router
-            .route(&message, &self.session.client_id, &self.core.metrics);
+        self.core.router.route(
+            &message,
+            &self.session.client_id,
+            &self.core.metrics,
+            &mut journal,
+        );
+        self.core.submit(journal);
         Ok(())
     }
 
@@ -101,22 +106,41 @@ impl LocalClient {
             qos,
             ..SubscriptionOptions::default()
         };
+        let mut journal = self.core.journal();
         if self
             .core
             .router
-            .subscribe(&self.session, &ByteString::from(filter), options, 0)
+            .subscribe(
+                &self.session,
+                &ByteString::from(filter),
+                options,
+                0,
+                &mut journal,
+            )
             .is_some()
         {
-            self.core
-                .router
-                .send_retained(&self.session, filter, qos, 0, &self.core.metrics);
+            self.core.router.send_retained(
+                &self.session,
+                filter,
+                qos,
+                0,
+                &self.core.metrics,
+                &mut journal,
+            );
         }
+        self.core.submit(journal);
         Ok(())
     }
 
     /// Removes the subscription to `filter`; returns whether there was one.
     pub fn unsubscribe(&self, filter: &str) -> bool {
-        self.core.router.unsubscribe(&self.session, filter)
+        let mut journal = self.core.journal();
+        let existed = self
+            .core
+            .router
+            .unsubscribe(&self.session, filter, &mut journal);
+        self.core.submit(journal);
+        existed
     }
 
     /// The next message, if one is queued.

@@ -39,6 +39,21 @@ enum Command {
     /// Add, update or delete a user in a password file (Mosquitto's format, as
     /// `mosquitto_passwd`): `mqtt-server passwd [-c] [-b] [-D] FILE USER [PASSWORD]`.
     Passwd(PasswdArgs),
+    /// Work with a persistence store: `mqtt-server store inspect PATH` prints what it holds.
+    #[command(subcommand)]
+    Store(StoreCommand),
+}
+
+/// `mqtt-server store ...`.
+#[derive(Debug, clap::Subcommand)]
+enum StoreCommand {
+    /// Print the sessions (subscriptions, queue depths, in-flight QoS 2 state, delayed wills)
+    /// and retained messages a store holds. PATH is the store directory (`persistence.path`);
+    /// the broker using it must be stopped (the store is locked while it runs).
+    Inspect {
+        /// The store directory.
+        path: PathBuf,
+    },
 }
 
 /// `mqtt-server passwd` arguments (the flags of `mosquitto_passwd`).
@@ -69,6 +84,18 @@ fn main() -> ExitCode {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 eprintln!("mqtt-server passwd: {e}");
+                ExitCode::from(2)
+            }
+        };
+    }
+    if let Some(Command::Store(StoreCommand::Inspect { path })) = &args.command {
+        return match mqtt_server::store::inspect::inspect(path) {
+            Ok(text) => {
+                print!("{text}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("mqtt-server store inspect: {e}");
                 ExitCode::from(2)
             }
         };
@@ -200,6 +227,10 @@ async fn run(config: Config) -> ExitCode {
     signals.wait(&broker).await;
     tracing::info!("shutting down");
     broker.shutdown().await;
+    if let Some(e) = broker.store_failure() {
+        eprintln!("mqtt-server: {e}");
+        return ExitCode::FAILURE;
+    }
     ExitCode::SUCCESS
 }
 
@@ -231,11 +262,14 @@ impl Signals {
         }
     }
 
-    /// Waits for a stop signal, reloading `broker`'s security files on each SIGHUP.
+    /// Waits for a stop signal (or the broker stopping itself, after a persistence failure),
+    /// reloading `broker`'s security files on each SIGHUP.
     async fn wait(mut self, broker: &Broker) {
+        let stopped = broker.shutdown_token();
         #[cfg(unix)]
         loop {
             tokio::select! {
+                _ = stopped.cancelled() => return,
                 _ = self.term.recv() => return,
                 _ = self.int.recv() => return,
                 _ = self.hup.recv() => match broker.reload() {

@@ -12,7 +12,7 @@ use crate::session::{NEVER_EXPIRES, Session};
 
 /// Starts the timers of a session that just went offline: the will after `will_delay` seconds
 /// (if any), the session's end after `expiry` seconds (unless [`NEVER_EXPIRES`]).
-pub(super) fn spawn_timer(
+pub(crate) fn spawn_timer(
     core: Arc<BrokerCore>,
     session: Arc<Session>,
     will_delay: Option<u32>,
@@ -47,8 +47,15 @@ pub(super) fn spawn_timer(
                 }
                 // Shared-subscription messages it kept go to another member rather than
                 // being lost with it (section 4.8.2).
-                core.router
-                    .redeliver_shared(&session, &session.client_id, true, &core.metrics);
+                let mut journal = core.journal();
+                core.router.redeliver_shared(
+                    &session,
+                    &session.client_id,
+                    true,
+                    &core.metrics,
+                    &mut journal,
+                );
+                core.submit(journal);
                 core.router.remove_session(&session);
             }
         };

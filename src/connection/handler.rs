@@ -18,7 +18,7 @@ use crate::hooks::{ClientInfo, Decision, DisconnectReason, PublishDraft};
 use crate::message::Message;
 use crate::metrics::Metrics;
 use crate::router::Routed;
-use crate::session::Session;
+use crate::session::{Journal, Session};
 use crate::topic;
 
 /// SUBACK failure return code ([MQTT-3.9.3-2]: 0x80 in 3.1.1; "unspecified error" in 5.0).
@@ -111,18 +111,26 @@ impl Handler<'_> {
                 // packet identifier is free again and no PUBREL follows.
                 self.session.forget_inflight(a.packet_id);
             }
-            Packet::PubRec(a) => self.session.on_pubrec(self.conn_id, a.packet_id),
+            Packet::PubRec(a) => {
+                let mut journal = self.core.journal();
+                self.session.on_pubrec(a.packet_id, &mut journal);
+                // [MQTT-4.3.3-1] PUBREL, once the new stage is stored.
+                self.reply_after(journal, Packet::PubRel(Ack::new(a.packet_id)));
+            }
             Packet::PubComp(a) => self.session.on_pubcomp(a.packet_id),
             Packet::PubRel(a) => {
                 // [MQTT-4.3.3-2] PUBREL releases the packet id; answer PUBCOMP even for an id
                 // already released (the client may be re-sending PUBREL after a reconnect),
                 // with reason 0x92 in MQTT 5 ([MQTT-3.7.2-1] lists it).
-                let known = self.session.inbound_qos2_release(a.packet_id);
+                let mut journal = self.core.journal();
+                let known = self.session.inbound_qos2_release(a.packet_id, &mut journal);
                 let mut ack = Ack::new(a.packet_id);
                 if !known && self.version.is_v5() {
                     ack.reason = reason::PACKET_ID_NOT_FOUND;
                 }
-                self.reply(Packet::PubComp(ack));
+                // PUBCOMP once the release is stored: otherwise, after a crash, the id would
+                // still be held and the client's next message with it taken for a duplicate.
+                self.reply_after(journal, Packet::PubComp(ack));
             }
             Packet::Subscribe(s) => return self.subscribe(s),
             Packet::Unsubscribe(u) => self.unsubscribe(u),
@@ -145,9 +153,34 @@ impl Handler<'_> {
         Ok(())
     }
 
-    /// Queues a packet for this connection's writer.
+    /// Queues a packet for this connection's writer (behind acknowledgements still waiting
+    /// for the store, if any).
     fn reply(&self, packet: Packet) {
-        self.session.send_control(self.conn_id, packet);
+        if self.session.acks_waiting() {
+            self.reply_after(self.core.journal(), packet);
+        } else {
+            self.session.send_control(self.conn_id, packet);
+        }
+    }
+
+    /// Submits `journal` and queues `packet` once it is durable — at once when the journal is
+    /// empty and no earlier acknowledgement is still waiting for the store. This is what makes
+    /// a PUBACK, PUBREC, PUBCOMP, SUBACK or UNSUBACK mean "stored" with persistence on.
+    fn reply_after(&self, journal: Journal, packet: Packet) {
+        if journal.is_empty() && !self.session.acks_waiting() {
+            self.core.submit(journal);
+            self.session.send_control(self.conn_id, packet);
+            return;
+        }
+        self.session.ack_deferred();
+        let session = self.session.clone();
+        let conn = self.conn_id;
+        journal.submit(
+            self.core.store(),
+            Some(Box::new(move |stored| {
+                session.ack_stored(conn, packet, stored.is_ok());
+            })),
+        );
     }
 
     fn protocol_error(&self, code: u8) -> Close {
@@ -249,6 +282,7 @@ impl Handler<'_> {
         let packet_id = publish.packet_id;
         let qos = publish.qos;
         let mut ack_reason = 0u8;
+        let mut journal = self.core.journal();
         if let Some(v5) = self.v5.as_mut() {
             let mqtt = &self.core.config.mqtt;
             let props = publish.properties.as_deref_mut();
@@ -312,7 +346,7 @@ impl Handler<'_> {
         // but not delivered onwards a second time.
         let first_delivery = match (qos, packet_id) {
             (QoS::ExactlyOnce, Some(id)) if ack_reason < 0x80 => {
-                self.session.inbound_qos2_first(id)
+                self.session.inbound_qos2_first(id, &mut journal)
             }
             _ => true,
         };
@@ -330,6 +364,7 @@ impl Handler<'_> {
                 self.acl,
                 draft,
                 publish.properties,
+                &mut journal,
             );
             match outcome {
                 Outcome::Refused => ack_reason = reason::NOT_AUTHORIZED,
@@ -348,7 +383,7 @@ impl Handler<'_> {
         {
             // A PUBREC with an error code ends the exchange: no PUBREL will come, so the packet
             // id must not stay held ([MQTT-4.3.3-9]: the next PUBLISH with it is a new message).
-            self.session.inbound_qos2_release(id);
+            self.session.inbound_qos2_release(id, &mut journal);
         }
         // [MQTT-3.3.4-1] acknowledge according to the QoS of the incoming PUBLISH; a PUBLISH
         // that was refused is still acknowledged ([MQTT-3.3.5-2]), with the reason in MQTT 5.
@@ -357,10 +392,11 @@ impl Handler<'_> {
             reason: ack_reason,
             properties: None,
         };
+        // With persistence, the acknowledgement waits until what it acknowledges is stored.
         match (qos, packet_id) {
-            (QoS::AtLeastOnce, Some(id)) => self.reply(Packet::PubAck(ack(id))),
-            (QoS::ExactlyOnce, Some(id)) => self.reply(Packet::PubRec(ack(id))),
-            _ => {}
+            (QoS::AtLeastOnce, Some(id)) => self.reply_after(journal, Packet::PubAck(ack(id))),
+            (QoS::ExactlyOnce, Some(id)) => self.reply_after(journal, Packet::PubRec(ack(id))),
+            _ => self.core.submit(journal),
         }
         Ok(())
     }
@@ -373,6 +409,7 @@ impl Handler<'_> {
         acl: Option<&AclSlot>,
         mut draft: PublishDraft,
         properties: Option<Box<Properties>>,
+        journal: &mut Journal,
     ) -> Outcome {
         if let Some(acl) = acl
             && !acl.read().check_publish(
@@ -418,11 +455,11 @@ impl Handler<'_> {
             .with_expiry_from_properties(),
         );
         if retain {
-            core.router.retain(&message);
+            core.router.retain(&message, journal);
         }
         Outcome::Routed(
             core.router
-                .route(&message, &client.client_id, &core.metrics),
+                .route(&message, &client.client_id, &core.metrics, journal),
         )
     }
 
@@ -443,7 +480,17 @@ impl Handler<'_> {
             p
         });
         let acl = session.acl_slot();
-        Self::route(core, client, session.key, acl.as_deref(), draft, properties);
+        let mut journal = core.journal();
+        Self::route(
+            core,
+            client,
+            session.key,
+            acl.as_deref(),
+            draft,
+            properties,
+            &mut journal,
+        );
+        core.submit(journal);
     }
 
     fn subscribe(&mut self, subscribe: Subscribe) -> Result<(), Close> {
@@ -456,6 +503,7 @@ impl Handler<'_> {
         let max_qos = QoS::from_u8(self.core.config.mqtt.maximum_qos).unwrap_or(QoS::ExactlyOnce);
         let mut codes = Vec::with_capacity(subscribe.filters.len());
         let mut retained: Vec<(ByteString, QoS)> = Vec::new();
+        let mut journal = self.core.journal();
         // [MQTT-3.8.4-4] several filters are handled as a sequence of SUBSCRIBEs answered by
         // one SUBACK, with one return code per filter in order ([MQTT-3.8.4-5]).
         for (filter, mut options) in subscribe.filters {
@@ -519,10 +567,10 @@ impl Handler<'_> {
             // [MQTT-3.8.4-6] the granted QoS may be lower than requested, never higher; and
             // never above the Maximum QoS (section 3.2.2.3.4).
             options.qos = qos.min(options.qos).min(max_qos);
-            let Some(existed) = self
-                .core
-                .router
-                .subscribe(self.session, &filter, options, id)
+            let Some(existed) =
+                self.core
+                    .router
+                    .subscribe(self.session, &filter, options, id, &mut journal)
             else {
                 codes.push(SUBACK_FAILURE);
                 continue;
@@ -541,26 +589,41 @@ impl Handler<'_> {
                 retained.push((filter, options.qos));
             }
         }
-        // [MQTT-3.8.4-1] SUBACK with [MQTT-3.8.4-2] the same packet id.
-        self.reply(Packet::SubAck(SubAck {
-            packet_id: subscribe.packet_id,
-            codes,
-            properties: None,
-        }));
+        // [MQTT-3.8.4-1] SUBACK with [MQTT-3.8.4-2] the same packet id, once a persistent
+        // session's subscriptions are stored.
+        self.reply_after(
+            journal,
+            Packet::SubAck(SubAck {
+                packet_id: subscribe.packet_id,
+                codes,
+                properties: None,
+            }),
+        );
+        let mut journal = self.core.journal();
         for (filter, qos) in retained {
-            self.core
-                .router
-                .send_retained(self.session, &filter, qos, id, &self.core.metrics);
+            self.core.router.send_retained(
+                self.session,
+                &filter,
+                qos,
+                id,
+                &self.core.metrics,
+                &mut journal,
+            );
         }
+        self.core.submit(journal);
         Ok(())
     }
 
     fn unsubscribe(&mut self, unsubscribe: Unsubscribe) {
         let mut codes = Vec::new();
+        let mut journal = self.core.journal();
         for filter in &unsubscribe.filters {
             // [MQTT-3.10.4-1] delete the subscription; [MQTT-3.10.4-3] messages already queued
             // are still delivered.
-            let existed = self.core.router.unsubscribe(self.session, filter);
+            let existed = self
+                .core
+                .router
+                .unsubscribe(self.session, filter, &mut journal);
             self.core.hooks.on_unsubscribe(self.client, filter);
             if self.version.is_v5() {
                 codes.push(if existed {
@@ -572,11 +635,14 @@ impl Handler<'_> {
         }
         // [MQTT-3.10.4-4] UNSUBACK with the same packet id, [MQTT-3.10.4-5] even when no
         // subscription was removed.
-        self.reply(Packet::UnsubAck(UnsubAck {
-            packet_id: unsubscribe.packet_id,
-            codes,
-            properties: None,
-        }));
+        self.reply_after(
+            journal,
+            Packet::UnsubAck(UnsubAck {
+                packet_id: unsubscribe.packet_id,
+                codes,
+                properties: None,
+            }),
+        );
     }
 }
 

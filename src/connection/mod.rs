@@ -12,6 +12,9 @@ mod outbound;
 mod rate;
 mod v5;
 
+pub(crate) use expiry::spawn_timer;
+pub(crate) use handler::Handler;
+
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -28,7 +31,6 @@ use crate::metrics::Metrics;
 use crate::session::{NEVER_EXPIRES, PendingWill, QueueLimits, Session};
 use crate::transport::{ListenerContext, Transport};
 use driver::{Driver, reserve};
-use handler::Handler;
 use v5::{InboundV5, OutboundV5};
 
 /// Serves one accepted connection until it ends.
@@ -433,8 +435,15 @@ pub(super) fn finish(
     };
     if detached && reason != DisconnectReason::Shutdown {
         // Section 4.8.2: what a share-group member leaves unacknowledged goes to another member.
-        core.router
-            .redeliver_shared(session, &client.client_id, false, &core.metrics);
+        let mut journal = core.journal();
+        core.router.redeliver_shared(
+            session,
+            &client.client_id,
+            false,
+            &core.metrics,
+            &mut journal,
+        );
+        core.submit(journal);
     }
     let mut will_delay = None;
     // [MQTT-3.1.2-8] the will is published when the connection closes for any reason other
@@ -452,11 +461,16 @@ pub(super) fn finish(
         } else if detached {
             // [MQTT-3.1.3-9] published when the delay runs out or the session ends, unless
             // the client reconnects first.
-            session.state.lock().pending_will = Some(PendingWill {
-                will,
-                client: client.clone(),
-            });
-            will_delay = Some(delay.min(expiry));
+            let delay = delay.min(expiry);
+            let due = crate::store::unix_millis().saturating_add(u64::from(delay) * 1000);
+            session.set_pending_will(
+                PendingWill {
+                    will,
+                    client: client.clone(),
+                },
+                due,
+            );
+            will_delay = Some(delay);
         }
         // Otherwise a new connection has resumed the session: no will ([MQTT-3.1.3-9]).
     }

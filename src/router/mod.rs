@@ -22,7 +22,8 @@ use crate::codec::{QoS, SubscriptionOptions};
 use crate::config::SharedStrategy;
 use crate::message::{Message, SharedMessage};
 use crate::metrics::Metrics;
-use crate::session::{DeliveryExtra, Enqueued, Granted, Session};
+use crate::session::{DeliveryExtra, Enqueued, Granted, Journal, Session};
+use crate::store::Change;
 use crate::topic;
 use retained::RetainedTree;
 use shared::SharedGroup;
@@ -94,8 +95,15 @@ impl Router {
     /// share group (MQTT 5.0 section 4.8.2: a shared subscription is delivered on its own,
     /// beside the session's ordinary ones). `publisher_id` is the publishing client's id, for the
     /// `hash_client_id` shared strategy.
-    /// Each subscriber's ACL (if any) is checked for read access on delivery.
-    pub fn route(&self, message: &SharedMessage, publisher_id: &str, metrics: &Metrics) -> Routed {
+    /// Each subscriber's ACL (if any) is checked for read access on delivery. Deliveries to
+    /// persistent sessions are stored through `journal`.
+    pub fn route(
+        &self,
+        message: &SharedMessage,
+        publisher_id: &str,
+        metrics: &Metrics,
+        journal: &mut Journal,
+    ) -> Routed {
         let subs = self.subscriptions.read();
         // Inline room for the common case: no heap allocation per PUBLISH below 16 matches.
         let mut matched: SmallVec<[(u64, &Subscriber); 16]> = SmallVec::new();
@@ -111,7 +119,7 @@ impl Router {
         let mut routed = Routed::default();
         let mut deliver = |session: &Arc<Session>, qos: QoS, retain, extra| {
             routed.matched += 1;
-            if session.enqueue(message, qos, retain, extra, metrics) == Enqueued::Congested
+            if session.enqueue(message, qos, retain, extra, metrics, journal) == Enqueued::Congested
                 && routed.congested.is_none()
             {
                 routed.congested = Some(session.clone());
@@ -160,14 +168,16 @@ impl Router {
     /// Sends the messages a share-group member leaves unacknowledged to other members of the
     /// group (MQTT 5.0 section 4.8.2): an online member if there is one; otherwise they stay
     /// with `leaving` if its session persists (and is not `ending`), or go to an offline member.
+    /// The moves are stored through `journal`.
     pub fn redeliver_shared(
         &self,
         leaving: &Arc<Session>,
         publisher_id: &str,
         ending: bool,
         metrics: &Metrics,
+        journal: &mut Journal,
     ) {
-        let items = leaving.take_shared();
+        let items = leaving.take_shared(journal);
         if items.is_empty() {
             return;
         }
@@ -200,6 +210,7 @@ impl Router {
                         item.retain,
                         extra(ids, Some(&share)),
                         metrics,
+                        journal,
                     );
                 }
                 _ if persistent => keep.push(item),
@@ -208,16 +219,20 @@ impl Router {
         }
         drop(subs);
         for item in keep {
-            leaving.requeue(item);
+            leaving.requeue(item, journal);
         }
     }
 
     /// Applies a PUBLISH with the RETAIN flag to the store: a non-empty payload replaces the
     /// topic's retained message ([MQTT-3.3.1-5]); an empty one deletes it and is not stored
-    /// ([MQTT-3.3.1-10], [MQTT-3.3.1-11]).
-    pub fn retain(&self, message: &SharedMessage) {
+    /// ([MQTT-3.3.1-10], [MQTT-3.3.1-11]). The change is stored through `journal`.
+    pub fn retain(&self, message: &SharedMessage, journal: &mut Journal) {
         if message.payload.is_empty() {
-            self.retained.write().remove(&message.topic);
+            if self.retained.write().remove(&message.topic).is_some() {
+                journal.push(Change::DeleteRetained {
+                    topic: message.topic.clone(),
+                });
+            }
             return;
         }
         // A decoded message's topic and payload are slices of the connection's read buffer;
@@ -230,7 +245,18 @@ impl Router {
             properties: message.properties.clone(),
             ..(**message).clone()
         });
+        if journal.is_persistent() {
+            journal.push(Change::PutRetained {
+                message: compact.clone(),
+            });
+        }
         self.retained.write().insert(&message.topic, compact);
+    }
+
+    /// Puts back a retained message read from the store at start-up.
+    pub fn restore_retained(&self, message: SharedMessage) {
+        let topic = message.topic.clone();
+        self.retained.write().insert(&topic, message);
     }
 
     /// Adds or replaces ([MQTT-3.8.4-3]) the subscription of `session` to `filter` (plain or
@@ -242,17 +268,26 @@ impl Router {
         filter: &ByteString,
         options: SubscriptionOptions,
         id: u32,
+        journal: &mut Journal,
     ) -> Option<bool> {
         let mut subs = self.subscriptions.write();
         let mut st = session.state.lock();
         if st.discarded {
             return None;
         }
+        let granted = Granted { options, id };
         let existed = st
             .subscriptions
             .get_or_insert_with(Box::default)
-            .insert(filter.clone(), Granted { options, id })
+            .insert(filter.clone(), granted)
             .is_some();
+        if session.persists(&st) {
+            journal.push(Change::PutSubscription {
+                client: session.client_id.clone(),
+                filter: filter.clone(),
+                granted,
+            });
+        }
         drop(st);
         let subscriber = Subscriber {
             session: session.clone(),
@@ -282,12 +317,22 @@ impl Router {
         Some(existed)
     }
 
-    /// Removes the subscription of `session` to `filter`; returns whether it existed.
-    pub fn unsubscribe(&self, session: &Arc<Session>, filter: &str) -> bool {
+    /// Removes the subscription of `session` to `filter`; returns whether it existed. The
+    /// removal is stored through `journal`.
+    pub fn unsubscribe(&self, session: &Arc<Session>, filter: &str, journal: &mut Journal) -> bool {
         let mut subs = self.subscriptions.write();
-        if let Some(map) = session.state.lock().subscriptions.as_mut() {
-            map.remove(filter);
+        let mut st = session.state.lock();
+        let held = st
+            .subscriptions
+            .as_mut()
+            .is_some_and(|map| map.remove(filter).is_some());
+        if held && session.persists(&st) {
+            journal.push(Change::DeleteSubscription {
+                client: session.client_id.clone(),
+                filter: ByteString::from(filter),
+            });
         }
+        drop(st);
         Self::remove_from(&mut subs, session.key, filter)
     }
 
@@ -329,11 +374,12 @@ impl Router {
     /// subscription's identifier `id`. Expired ones are skipped ([MQTT-3.3.2-5]).
     pub fn send_retained(
         &self,
-        session: &Session,
+        session: &Arc<Session>,
         filter: &str,
         granted: QoS,
         id: u32,
         metrics: &Metrics,
+        journal: &mut Journal,
     ) {
         let ids: &[u32] = if id != 0 { &[id] } else { &[] };
         let now = Instant::now();
@@ -348,6 +394,7 @@ impl Router {
                 true,
                 extra(ids, None),
                 metrics,
+                journal,
             );
         });
     }

@@ -35,13 +35,14 @@ pub struct InflightEntry {
     pub stage: Stage,
     /// Subscription identifiers and shared-subscription origin, re-sent with the message.
     pub extra: Option<Arc<DeliveryExtra>>,
+    /// The session's sequence number of the delivery (its key in the store).
+    pub seq: u64,
 }
 
 /// The in-flight window, oldest first.
 #[derive(Debug, Default)]
 pub struct Inflight {
     entries: VecDeque<InflightEntry>,
-    last_id: u16,
 }
 
 impl Inflight {
@@ -60,24 +61,13 @@ impl Inflight {
         self.entries.iter()
     }
 
-    /// Allocates a packet identifier that no in-flight delivery uses ([MQTT-2.3.1-2]: an
+    /// Whether a delivery in flight holds packet identifier `id` ([MQTT-2.3.1-2]: an
     /// identifier becomes reusable only once its acknowledgement flow has completed).
-    /// `None` only if all 65 535 identifiers are in use, which the window size prevents.
-    pub fn next_packet_id(&mut self) -> Option<PacketId> {
-        for _ in 0..u16::MAX {
-            self.last_id = self.last_id.wrapping_add(1);
-            if self.last_id == 0 {
-                self.last_id = 1;
-            }
-            let candidate = PacketId::new(self.last_id)?;
-            if !self.entries.iter().any(|e| e.packet_id == candidate) {
-                return Some(candidate);
-            }
-        }
-        None
+    pub fn contains(&self, id: PacketId) -> bool {
+        self.entries.iter().any(|e| e.packet_id == id)
     }
 
-    /// Records a delivery just sent.
+    /// Adds a delivery just sent (newest last).
     pub fn push(&mut self, entry: InflightEntry) {
         self.entries.push_back(entry);
     }
@@ -89,39 +79,36 @@ impl Inflight {
             .position(|e| e.packet_id == id && e.stage == stage)
     }
 
-    /// PUBACK received: completes a QoS 1 delivery. Returns whether one matched.
-    pub fn puback(&mut self, id: PacketId) -> bool {
-        match self.position(id, Stage::AwaitingPubAck) {
-            Some(i) => self.entries.remove(i).is_some(),
-            None => false,
-        }
+    /// PUBACK received: completes a QoS 1 delivery. Returns the sequence number of the one that
+    /// matched.
+    pub fn puback(&mut self, id: PacketId) -> Option<u64> {
+        let i = self.position(id, Stage::AwaitingPubAck)?;
+        self.entries.remove(i).map(|e| e.seq)
     }
 
     /// PUBREC received: the QoS 2 message is now owned by the receiver; from here on only the
-    /// PUBREL/PUBCOMP exchange remains ([MQTT-4.3.3-1]). Returns whether one matched.
-    pub fn pubrec(&mut self, id: PacketId) -> bool {
-        match self.position(id, Stage::AwaitingPubRec) {
-            Some(i) => {
-                if let Some(e) = self.entries.get_mut(i) {
-                    e.stage = Stage::AwaitingPubComp;
-                }
-                true
-            }
-            None => false,
-        }
+    /// PUBREL/PUBCOMP exchange remains ([MQTT-4.3.3-1]). Returns the entry that matched.
+    pub fn pubrec(&mut self, id: PacketId) -> Option<&InflightEntry> {
+        let i = self.position(id, Stage::AwaitingPubRec)?;
+        let e = self.entries.get_mut(i)?;
+        e.stage = Stage::AwaitingPubComp;
+        Some(e)
     }
 
-    /// PUBCOMP received: completes a QoS 2 delivery. Returns whether one matched.
-    pub fn pubcomp(&mut self, id: PacketId) -> bool {
-        match self.position(id, Stage::AwaitingPubComp) {
-            Some(i) => self.entries.remove(i).is_some(),
-            None => false,
-        }
+    /// PUBCOMP received: completes a QoS 2 delivery. Returns the sequence number of the one that
+    /// matched.
+    pub fn pubcomp(&mut self, id: PacketId) -> Option<u64> {
+        let i = self.position(id, Stage::AwaitingPubComp)?;
+        self.entries.remove(i).map(|e| e.seq)
     }
 
-    /// Removes the entry with packet id `id`, whatever its stage.
-    pub fn remove(&mut self, id: PacketId) {
-        self.entries.retain(|e| e.packet_id != id);
+    /// Removes the entry with packet id `id`, whatever its stage; returns the sequence numbers
+    /// of what was removed.
+    pub fn remove(&mut self, id: PacketId) -> Vec<u64> {
+        self.drain_where(|e| e.packet_id == id)
+            .into_iter()
+            .map(|e| e.seq)
+            .collect()
     }
 
     /// Removes and returns the entries for which `pred` holds, oldest first.
@@ -152,10 +139,11 @@ impl Inflight {
 mod tests {
     use super::*;
     use crate::message::Message;
+    use crate::session::packet_id_for;
     use std::sync::Arc;
 
-    fn entry(inflight: &mut Inflight, qos: QoS) -> PacketId {
-        let id = inflight.next_packet_id().expect("free id");
+    fn entry(inflight: &mut Inflight, seq: u64, qos: QoS) -> PacketId {
+        let id = packet_id_for(seq);
         let stage = if qos == QoS::AtLeastOnce {
             Stage::AwaitingPubAck
         } else {
@@ -168,49 +156,59 @@ mod tests {
             retain: false,
             stage,
             extra: None,
+            seq,
         });
         id
     }
 
     #[test]
-    fn ids_in_flight_are_never_reused() {
+    fn packet_ids_follow_sequence_numbers_and_wrap_past_zero() {
+        assert_eq!(packet_id_for(1).get(), 1);
+        assert_eq!(packet_id_for(65_535).get(), 65_535);
+        assert_eq!(packet_id_for(65_536).get(), 1, "0 is never a packet id");
         let mut inflight = Inflight::default();
-        let first = entry(&mut inflight, QoS::AtLeastOnce);
-        // Wrap the counter all the way round: the id still in flight must be skipped.
-        for _ in 0..70_000 {
-            let id = inflight.next_packet_id().expect("free id");
-            assert_ne!(id, first);
-        }
+        let first = entry(&mut inflight, 1, QoS::AtLeastOnce);
+        assert!(inflight.contains(first));
+        assert!(
+            inflight.contains(packet_id_for(65_536)),
+            "a delivery 65 535 later would reuse the id: the session waits for it"
+        );
     }
 
     #[test]
     fn qos2_flow_moves_through_stages() {
         let mut inflight = Inflight::default();
-        let id = entry(&mut inflight, QoS::ExactlyOnce);
-        assert!(
-            !inflight.puback(id),
+        let id = entry(&mut inflight, 7, QoS::ExactlyOnce);
+        assert_eq!(
+            inflight.puback(id),
+            None,
             "PUBACK does not complete a QoS 2 delivery"
         );
-        assert!(!inflight.pubcomp(id), "PUBCOMP before PUBREC is ignored");
-        assert!(inflight.pubrec(id));
+        assert_eq!(
+            inflight.pubcomp(id),
+            None,
+            "PUBCOMP before PUBREC is ignored"
+        );
+        assert!(inflight.pubrec(id).is_some());
         assert!(
-            !inflight.pubrec(id),
+            inflight.pubrec(id).is_none(),
             "a second PUBREC finds no message awaiting one"
         );
         assert_eq!(inflight.len(), 1);
-        assert!(inflight.pubcomp(id));
+        assert_eq!(inflight.pubcomp(id), Some(7));
         assert!(inflight.is_empty());
     }
 
     #[test]
     fn out_of_order_acks_complete_the_right_entry() {
         let mut inflight = Inflight::default();
-        let a = entry(&mut inflight, QoS::AtLeastOnce);
-        let b = entry(&mut inflight, QoS::AtLeastOnce);
-        assert!(inflight.puback(b));
+        let a = entry(&mut inflight, 1, QoS::AtLeastOnce);
+        let b = entry(&mut inflight, 2, QoS::AtLeastOnce);
+        assert_eq!(inflight.puback(b), Some(2));
         assert_eq!(
             inflight.iter().map(|e| e.packet_id).collect::<Vec<_>>(),
             vec![a]
         );
+        assert_eq!(inflight.remove(a), vec![1]);
     }
 }

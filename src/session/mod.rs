@@ -8,6 +8,7 @@
 //! reverse). The connection's writer is woken through [`Session::notify`].
 
 pub mod inflight;
+pub mod journal;
 pub mod registry;
 
 use std::collections::{HashMap, HashSet, VecDeque};
@@ -24,7 +25,9 @@ use crate::codec::{Ack, LastWill, Packet, PacketId, QoS, SubscriptionOptions};
 use crate::hooks::ClientInfo;
 use crate::message::SharedMessage;
 use crate::metrics::Metrics;
+use crate::store::{Change, QueuedEntry, SessionRecord, Store, StoredWill, unix_millis};
 use inflight::{Inflight, InflightEntry, Stage};
+pub use journal::Journal;
 
 /// Queue bounds of a session, copied from the configuration.
 #[derive(Debug, Clone, Copy)]
@@ -63,6 +66,23 @@ pub struct Outgoing {
     pub retain: bool,
     /// Subscription identifiers and shared-subscription origin, if any.
     pub extra: Option<Arc<DeliveryExtra>>,
+    /// The session's sequence number of this QoS 1/2 delivery (0 for QoS 0): its order in the
+    /// store, and the source of its packet identifier ([`packet_id_for`]).
+    pub seq: u64,
+    /// Not to be sent yet: the journal that stores it has not been submitted (see
+    /// [`Journal`]).
+    pub held: bool,
+    /// It may have been sent before (recovered from the store): sent with DUP set.
+    pub dup: bool,
+}
+
+/// The packet identifier of delivery `seq`: its sequence number modulo 65 535, plus 1. Derived,
+/// not allocated, so that a delivery recovered after a restart carries the packet id it may
+/// already have been sent with — which exactly-once delivery to the client depends on
+/// ([MQTT-4.3.3-3]: the receiver treats a PUBLISH with an id it has PUBRECed as a duplicate).
+pub fn packet_id_for(seq: u64) -> PacketId {
+    let id = u16::try_from(seq.wrapping_sub(1) % 65_535 + 1).unwrap_or(1);
+    PacketId::new(id).unwrap_or(PacketId::MIN)
 }
 
 /// A subscription as its session records it.
@@ -152,6 +172,12 @@ pub struct SessionState {
     /// Since when the queue of this online session has stood above half of
     /// `max_queued_messages` (publishers then pause, see [`Enqueued::Congested`]).
     pub congested_since: Option<std::time::Instant>,
+    /// Sequence number of the last QoS 1/2 delivery queued.
+    pub next_seq: u64,
+    /// Acknowledgements waiting for the store (they are sent in order, so later ones wait too).
+    pub acks_in_store: u32,
+    /// Whether a record of this session has been written to the store.
+    pub stored: bool,
     limits: QueueLimits,
 }
 
@@ -171,6 +197,8 @@ pub struct Session {
     /// Whether a connection serves the session (read without the lock by shared-subscription
     /// member selection).
     pub online: AtomicBool,
+    /// The broker's store, when it is persistent (`None` otherwise: nothing is written).
+    pub store: Option<Arc<dyn Store>>,
 }
 
 /// How long publishers wait for a congested subscriber before treating it as a slow consumer
@@ -204,12 +232,13 @@ impl SessionState {
 }
 
 impl Session {
-    /// A new, empty session.
+    /// A new, empty session; `store` is the broker's store if it is persistent.
     pub fn new(
         key: u64,
         client_id: ByteString,
         expiry_interval: u32,
         limits: QueueLimits,
+        store: Option<Arc<dyn Store>>,
     ) -> Session {
         Session {
             key,
@@ -232,25 +261,127 @@ impl Session {
                 resend_inflight: false,
                 dropped: 0,
                 congested_since: None,
+                next_seq: 0,
+                acks_in_store: 0,
+                stored: false,
                 limits,
             }),
             notify: Notify::new(),
             drained: Notify::new(),
             online: AtomicBool::new(false),
+            store,
         }
+    }
+
+    /// Whether changes to this session are stored: the store is persistent and the session
+    /// outlives its connection.
+    pub(crate) fn persists(&self, st: &SessionState) -> bool {
+        self.store.is_some() && st.expiry_interval != 0 && !st.discarded
+    }
+
+    /// Submits `changes` directly (not waited for), if this session persists. Called with the
+    /// session locked, so one session's changes reach the store in the order they were made.
+    fn write(&self, st: &SessionState, changes: Vec<Change>) {
+        if let Some(store) = &self.store
+            && self.persists(st)
+        {
+            store.submit(changes, None);
+        }
+    }
+
+    /// The deletion of delivery `seq` (after its acknowledgement, expiry or drop).
+    fn write_dequeue(&self, st: &SessionState, seq: u64) {
+        if seq != 0 {
+            self.write(
+                st,
+                vec![Change::DeleteQueued {
+                    client: self.client_id.clone(),
+                    seq,
+                }],
+            );
+        }
+    }
+
+    /// The session's record, as stored now.
+    fn record(st: &SessionState, disconnected: bool) -> SessionRecord {
+        SessionRecord {
+            expiry_interval: st.expiry_interval,
+            disconnected_at: disconnected.then(unix_millis),
+        }
+    }
+
+    /// Lets delivery `seq` be sent: the journal that stores it has been submitted.
+    pub fn release(&self, seq: u64) {
+        let mut st = self.state.lock();
+        let Some(pos) = st.pending.iter().rposition(|o| o.seq == seq) else {
+            return;
+        };
+        if let Some(o) = st.pending.get_mut(pos) {
+            o.held = false;
+        }
+        let wake = pos == 0 && st.connection.is_some();
+        drop(st);
+        if wake {
+            self.notify.notify_one();
+        }
+    }
+
+    /// Whether an acknowledgement for this session must go through the store (to stay behind
+    /// one that already does, [MQTT-4.6.0-2] to [MQTT-4.6.0-4]).
+    pub fn acks_waiting(&self) -> bool {
+        self.store.is_some() && self.state.lock().acks_in_store > 0
+    }
+
+    /// Counts an acknowledgement that now waits for the store.
+    pub fn ack_deferred(&self) {
+        self.state.lock().acks_in_store += 1;
+    }
+
+    /// Called by the store once the changes an acknowledgement waited for are durable: queues
+    /// it for connection `conn` (if it still serves the session) and wakes the writer. After a
+    /// store failure nothing is sent: the client will re-send.
+    pub fn ack_stored(&self, conn: u64, packet: Packet, stored: bool) {
+        let mut st = self.state.lock();
+        st.acks_in_store = st.acks_in_store.saturating_sub(1);
+        let send = stored && st.connection == Some(conn);
+        if send {
+            st.control.push_back(packet);
+        }
+        drop(st);
+        if send {
+            self.notify.notify_one();
+        }
+    }
+
+    /// Records a will waiting for its delay (stored, due at `due` unix milliseconds).
+    pub fn set_pending_will(&self, pending: PendingWill, due: u64) {
+        let mut st = self.state.lock();
+        let change = Change::PutWill {
+            client: self.client_id.clone(),
+            will: StoredWill {
+                will: (*pending.will).clone(),
+                due,
+                username: pending.client.username.clone(),
+            },
+        };
+        st.pending_will = Some(pending);
+        self.write(&st, vec![change]);
     }
 
     /// Queues `message` for delivery at `qos`. Returns false if it was dropped: the queue is
     /// full (`max_queued_messages`; the newest message is dropped, as Mosquitto does), or it is
     /// QoS 0 and the client is offline ([MQTT-3.1.2-5] lets a server discard QoS 0 messages for
     /// an offline client).
+    /// A QoS 1/2 delivery to a persistent session is stored through `journal`, and held until
+    /// the journal is submitted.
     pub fn enqueue(
-        &self,
+        self: &Arc<Self>,
         message: &SharedMessage,
         qos: QoS,
         retain: bool,
         extra: Option<Arc<DeliveryExtra>>,
         metrics: &Metrics,
+        journal: &mut Journal,
     ) -> Enqueued {
         let mut st = self.state.lock();
         if let Some(slot) = &st.acl
@@ -290,11 +421,35 @@ impl Session {
         // and it drains the whole queue before waiting again. One wake-up per burst, not per
         // message.
         let wake = online && st.pending.is_empty();
+        let seq = if qos == QoS::AtMostOnce {
+            0
+        } else {
+            st.next_seq += 1;
+            st.next_seq
+        };
+        let held = seq != 0 && journal.is_persistent() && self.persists(&st);
+        if held {
+            journal.push(Change::PutQueued {
+                client: self.client_id.clone(),
+                seq,
+                entry: QueuedEntry {
+                    message: message.clone(),
+                    qos,
+                    retain,
+                    extra: extra.clone(),
+                    released: false,
+                },
+            });
+            journal.hold(self, seq);
+        }
         st.pending.push_back(Outgoing {
             message: message.clone(),
             qos,
             retain,
             extra,
+            seq,
+            held,
+            dup: false,
         });
         let mut outcome = Enqueued::Queued;
         if online && st.pending.len() >= st.limits.max_queued / 2 {
@@ -366,6 +521,11 @@ impl Session {
             let Some(front) = st.pending.front() else {
                 break;
             };
+            if front.held {
+                // Its journal is not submitted yet; everything behind it waits too
+                // ([MQTT-4.6.0-6]).
+                break;
+            }
             if front.message.expires_at.is_some()
                 && front
                     .message
@@ -373,7 +533,9 @@ impl Session {
             {
                 // [MQTT-3.3.2-5] an expired message whose onward delivery has not started is
                 // deleted for this subscriber.
-                st.pending.pop_front();
+                if let Some(o) = st.pending.pop_front() {
+                    self.write_dequeue(&st, o.seq);
+                }
                 continue;
             }
             if front.qos == QoS::AtMostOnce {
@@ -396,9 +558,11 @@ impl Session {
             if st.inflight.len() >= st.inflight_cap {
                 break;
             }
-            let Some(packet_id) = st.inflight.next_packet_id() else {
+            let packet_id = packet_id_for(front.seq);
+            if st.inflight.contains(packet_id) {
+                // A delivery 65 535 sequence numbers older still holds this id: wait for it.
                 break;
-            };
+            }
             let Some(o) = st.pending.pop_front() else {
                 break;
             };
@@ -414,13 +578,14 @@ impl Session {
                 retain: o.retain,
                 stage,
                 extra: o.extra.clone(),
+                seq: o.seq,
             });
             out.push(Outbound::Publish {
                 message: o.message,
                 qos: o.qos,
                 retain: o.retain,
                 packet_id: Some(packet_id),
-                dup: false,
+                dup: o.dup,
                 extra: o.extra,
             });
         }
@@ -435,20 +600,32 @@ impl Session {
         if st.connection != Some(conn) {
             return None;
         }
+        if st.pending.front().is_some_and(|o| o.held) {
+            return None;
+        }
         let next = st.pending.pop_front();
+        if let Some(o) = &next {
+            self.write_dequeue(&st, o.seq);
+        }
         st.release_drained(&self.drained);
         next
     }
 
     /// Handles PUBACK from the client.
     pub fn on_puback(&self, id: PacketId) {
-        self.state.lock().inflight.puback(id);
+        let mut st = self.state.lock();
+        if let Some(seq) = st.inflight.puback(id) {
+            self.write_dequeue(&st, seq);
+        }
     }
 
     /// Forgets an in-flight delivery that was never sent because it exceeded the client's
     /// Maximum Packet Size: [MQTT-3.1.2-25] the server behaves as if it had completed sending it.
     pub fn forget_inflight(&self, id: PacketId) {
-        self.state.lock().inflight.remove(id);
+        let mut st = self.state.lock();
+        for seq in st.inflight.remove(id) {
+            self.write_dequeue(&st, seq);
+        }
     }
 
     /// Number of inbound QoS 2 messages awaiting PUBREL (counted against the Receive Maximum
@@ -461,34 +638,58 @@ impl Session {
             .map_or(0, |ids| ids.len())
     }
 
-    /// Handles PUBREC from the client: answers PUBREL ([MQTT-4.3.3-1]). A PUBREC for an unknown
-    /// id is answered too, so a client that lost track completes its flow.
-    pub fn on_pubrec(&self, conn: u64, id: PacketId) {
+    /// Handles PUBREC from the client: the delivery now awaits PUBCOMP, which `journal` stores
+    /// (so that after a restart PUBREL is sent, not the PUBLISH again). The caller answers
+    /// PUBREL ([MQTT-4.3.3-1]) once `journal` is durable, for an unknown id too, so a client
+    /// that lost track completes its flow.
+    pub fn on_pubrec(&self, id: PacketId, journal: &mut Journal) {
         let mut st = self.state.lock();
-        st.inflight.pubrec(id);
-        if st.connection == Some(conn) {
-            st.control.push_back(Packet::PubRel(Ack::new(id)));
+        let Some(e) = st.inflight.pubrec(id) else {
+            return;
+        };
+        let change = Change::PutQueued {
+            client: self.client_id.clone(),
+            seq: e.seq,
+            entry: QueuedEntry {
+                message: e.message.clone(),
+                qos: e.qos,
+                retain: e.retain,
+                extra: e.extra.clone(),
+                released: true,
+            },
+        };
+        if e.seq != 0 && self.persists(&st) {
+            journal.push(change);
         }
     }
 
     /// Handles PUBCOMP from the client.
     pub fn on_pubcomp(&self, id: PacketId) {
-        self.state.lock().inflight.pubcomp(id);
+        let mut st = self.state.lock();
+        if let Some(seq) = st.inflight.pubcomp(id) {
+            self.write_dequeue(&st, seq);
+        }
     }
 
     /// Records an inbound QoS 2 PUBLISH. Returns true the first time this packet id is seen
     /// (route the message), false for a re-delivery before PUBREL ([MQTT-4.3.3-2]: the
     /// message must not be delivered onwards a second time).
-    pub fn inbound_qos2_first(&self, id: PacketId) -> bool {
-        self.state
-            .lock()
-            .inbound_qos2
-            .get_or_insert_with(Box::default)
-            .insert(id)
+    /// A persistent session stores the id through `journal` ([MQTT-4.3.3-2] holds across a
+    /// restart).
+    pub fn inbound_qos2_first(&self, id: PacketId, journal: &mut Journal) -> bool {
+        let mut st = self.state.lock();
+        let first = st.inbound_qos2.get_or_insert_with(Box::default).insert(id);
+        if first && self.persists(&st) {
+            journal.push(Change::PutInbound {
+                client: self.client_id.clone(),
+                packet_id: id,
+            });
+        }
+        first
     }
 
     /// Handles PUBREL: releases the packet id ([MQTT-4.3.3-2]). Returns whether it was held.
-    pub fn inbound_qos2_release(&self, id: PacketId) -> bool {
+    pub fn inbound_qos2_release(&self, id: PacketId, journal: &mut Journal) -> bool {
         let mut st = self.state.lock();
         let Some(ids) = st.inbound_qos2.as_mut() else {
             return false;
@@ -496,6 +697,12 @@ impl Session {
         let held = ids.remove(&id);
         if ids.is_empty() {
             st.inbound_qos2 = None;
+        }
+        if held && self.persists(&st) {
+            journal.push(Change::DeleteInbound {
+                client: self.client_id.clone(),
+                packet_id: id,
+            });
         }
         held
     }
@@ -522,9 +729,22 @@ impl Session {
             .max_inflight
             .min(usize::from(receive_maximum))
             .max(1);
-        st.pending_will = None;
+        let had_will = st.pending_will.take().is_some();
         if let Some(timer) = st.timer.take() {
             timer.abort();
+        }
+        if self.persists(&st) {
+            st.stored = true;
+            let mut changes = vec![Change::PutSession {
+                client: self.client_id.clone(),
+                record: Self::record(&st, false),
+            }];
+            if had_will {
+                changes.push(Change::DeleteWill {
+                    client: self.client_id.clone(),
+                });
+            }
+            self.write(&st, changes);
         }
         self.online.store(true, Ordering::Release);
         st.control.clear();
@@ -570,6 +790,14 @@ impl Session {
         if !st.limits.queue_qos0_offline {
             st.pending.retain(|o| o.qos != QoS::AtMostOnce);
         }
+        let record = Self::record(&st, true);
+        self.write(
+            &st,
+            vec![Change::PutSession {
+                client: self.client_id.clone(),
+                record,
+            }],
+        );
         true
     }
 
@@ -579,6 +807,17 @@ impl Session {
         let mut st = self.state.lock();
         if st.discarded {
             return Vec::new();
+        }
+        if st.stored
+            && let Some(store) = &self.store
+        {
+            // Everything stored under this client id goes, in one change.
+            store.submit(
+                vec![Change::DeleteSession {
+                    client: self.client_id.clone(),
+                }],
+                None,
+            );
         }
         st.discarded = true;
         if let Some(timer) = st.timer.take() {
@@ -606,11 +845,21 @@ impl Session {
         let username = st.username.clone();
         let allowed = |topic: &str| acl.check_receive(&self.client_id, username.as_deref(), topic);
         let before = st.pending.len() + st.inflight.len();
-        st.pending.retain(|o| allowed(&o.message.topic));
+        let mut dropped = Vec::new();
+        st.pending.retain(|o| {
+            let keep = allowed(&o.message.topic);
+            if !keep && o.seq != 0 {
+                dropped.push(o.seq);
+            }
+            keep
+        });
         let denied = st
             .inflight
             .drain_where(|e| e.stage != Stage::AwaitingPubComp && !allowed(&e.message.topic));
-        drop(denied);
+        dropped.extend(denied.iter().map(|e| e.seq).filter(|&s| s != 0));
+        for seq in dropped {
+            self.write_dequeue(&st, seq);
+        }
         let after = st.pending.len() + st.inflight.len();
         st.resend_inflight = !st.inflight.is_empty();
         before - after
@@ -621,9 +870,25 @@ impl Session {
         self.state.lock().acl.clone()
     }
 
-    /// Puts back a message taken by [`Session::take_shared`] that no other member could take.
-    pub fn requeue(&self, item: Outgoing) {
-        self.state.lock().pending.push_back(item);
+    /// Puts back a message taken by [`Session::take_shared`] that no other member could take
+    /// (stored again through `journal`, which also carries its deletion).
+    pub fn requeue(&self, mut item: Outgoing, journal: &mut Journal) {
+        let mut st = self.state.lock();
+        if item.seq != 0 && self.persists(&st) {
+            journal.push(Change::PutQueued {
+                client: self.client_id.clone(),
+                seq: item.seq,
+                entry: QueuedEntry {
+                    message: item.message.clone(),
+                    qos: item.qos,
+                    retain: item.retain,
+                    extra: item.extra.clone(),
+                    released: false,
+                },
+            });
+        }
+        item.held = false;
+        st.pending.push_back(item);
     }
 
     /// Whether the session holds a subscription to exactly `filter`.
@@ -647,13 +912,24 @@ impl Session {
     /// Takes the will waiting for its delay, if any (when the delay runs out or the session
     /// ends first).
     pub fn take_pending_will(&self) -> Option<PendingWill> {
-        self.state.lock().pending_will.take()
+        let mut st = self.state.lock();
+        let will = st.pending_will.take();
+        if will.is_some() {
+            self.write(
+                &st,
+                vec![Change::DeleteWill {
+                    client: self.client_id.clone(),
+                }],
+            );
+        }
+        will
     }
 
     /// Takes every message this session holds because of a shared subscription and has not
     /// completed (queued, or sent at QoS 1 and not yet PUBACKed), for delivery to another
     /// member of the group (MQTT 5.0 section 4.8.2). Their packet identifiers are freed.
-    pub fn take_shared(&self) -> Vec<Outgoing> {
+    /// Their deletion from this session goes into `journal`.
+    pub fn take_shared(&self, journal: &mut Journal) -> Vec<Outgoing> {
         let mut st = self.state.lock();
         let mut taken = Vec::new();
         // QoS 2 deliveries already sent stay with this session: [MQTT-4.8.2-4] they are
@@ -666,6 +942,9 @@ impl Session {
                 qos: e.qos,
                 retain: e.retain,
                 extra: e.extra,
+                seq: e.seq,
+                held: false,
+                dup: false,
             });
         }
         let mut kept = VecDeque::with_capacity(st.pending.len());
@@ -677,6 +956,14 @@ impl Session {
             }
         }
         st.pending = kept;
+        if self.persists(&st) {
+            for o in taken.iter().filter(|o| o.seq != 0) {
+                journal.push(Change::DeleteQueued {
+                    client: self.client_id.clone(),
+                    seq: o.seq,
+                });
+            }
+        }
         taken
     }
 

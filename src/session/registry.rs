@@ -9,12 +9,15 @@ use bytestring::ByteString;
 use parking_lot::Mutex;
 
 use super::{QueueLimits, Session};
+use crate::store::Store;
 
 /// Sessions by client id.
 #[derive(Debug, Default)]
 pub struct SessionRegistry {
     sessions: Mutex<HashMap<ByteString, Arc<Session>>>,
     next_key: AtomicU64,
+    /// The broker's store, set at start-up when it is persistent.
+    store: std::sync::OnceLock<Arc<dyn Store>>,
 }
 
 /// The result of opening a session for a new connection.
@@ -66,6 +69,7 @@ impl SessionRegistry {
             client_id.clone(),
             expiry_interval,
             limits,
+            self.store.get().cloned(),
         ));
         map.insert(client_id.clone(), session.clone());
         Opened {
@@ -102,6 +106,34 @@ impl SessionRegistry {
         drop(st);
         map.remove(&session.client_id);
         true
+    }
+
+    /// Gives new sessions the broker's persistent store (once, at start-up).
+    pub fn set_store(&self, store: Arc<dyn Store>) {
+        let _ = self.store.set(store);
+    }
+
+    /// Puts back a session read from the store at start-up (no CONNECT involved): an empty
+    /// offline session the caller then fills. Replaces nothing: the registry is empty then.
+    pub fn restore(
+        &self,
+        client_id: &ByteString,
+        expiry_interval: u32,
+        limits: QueueLimits,
+    ) -> Arc<Session> {
+        let key = self.next_key.fetch_add(1, Ordering::Relaxed) + 1;
+        let session = Arc::new(Session::new(
+            key,
+            client_id.clone(),
+            expiry_interval,
+            limits,
+            self.store.get().cloned(),
+        ));
+        session.state.lock().stored = true;
+        self.sessions
+            .lock()
+            .insert(client_id.clone(), session.clone());
+        session
     }
 
     /// Number of sessions (connected or not).

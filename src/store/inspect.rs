@@ -45,10 +45,18 @@ fn describe(path: &Path, size: u64, state: &Recovered) -> String {
             s.subscriptions.len(),
             s.queue.len(),
             s.inbound.len(),
-            if s.will.is_some() { ", a delayed will" } else { "" },
+            if s.will.is_some() {
+                ", a delayed will"
+            } else {
+                ""
+            },
         );
         for (filter, granted) in &s.subscriptions {
-            let _ = writeln!(out, "    subscription {:?} QoS {}", &**filter, granted.options.qos as u8);
+            let _ = writeln!(
+                out,
+                "    subscription {:?} QoS {}",
+                &**filter, granted.options.qos as u8
+            );
         }
     }
     for m in &state.retained {

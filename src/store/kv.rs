@@ -35,7 +35,10 @@ pub(super) fn apply<W: KvWrite>(w: &mut W, changes: &[Change]) -> Result<(), App
     for change in changes {
         match change {
             Change::PutSession { client, record } => w
-                .put(&record::session_key(client), &record::encode_session(record))
+                .put(
+                    &record::session_key(client),
+                    &record::encode_session(record),
+                )
                 .map_err(Engine)?,
             Change::DeleteSession { client } => {
                 for k in kind::PER_SESSION {
@@ -75,9 +78,9 @@ pub(super) fn apply<W: KvWrite>(w: &mut W, changes: &[Change]) -> Result<(), App
                 w.put(&record::retained_key(&message.topic), &value)
                     .map_err(Engine)?;
             }
-            Change::DeleteRetained { topic } => w
-                .delete(&record::retained_key(topic))
-                .map_err(Engine)?,
+            Change::DeleteRetained { topic } => {
+                w.delete(&record::retained_key(topic)).map_err(Engine)?
+            }
             Change::PutWill { client, will } => {
                 let value = record::encode_will(will).map_err(Encode)?;
                 w.put(&record::will_key(client), &value).map_err(Engine)?;
@@ -134,7 +137,9 @@ where
                     },
                 );
             }
-            Key::Retained(_) => retained.push(record::decode_retained(&value, now, now_unix).map_err(bad)?),
+            Key::Retained(_) => {
+                retained.push(record::decode_retained(&value, now, now_unix).map_err(bad)?)
+            }
             // Keys sort by kind first, so every session record precedes the rest of its data.
             Key::Subscription(client, filter) => {
                 let granted = record::decode_granted(&value).map_err(bad)?;
@@ -166,7 +171,10 @@ where
     if orphans > 0 {
         // A session's record is written before anything else of it and deleted together with
         // everything else, in one commit: this cannot happen with a store this build wrote.
-        tracing::warn!(orphans, "records without a session in the store were ignored");
+        tracing::warn!(
+            orphans,
+            "records without a session in the store were ignored"
+        );
     }
     Ok(Recovered {
         sessions: sessions.into_values().collect(),

@@ -23,8 +23,11 @@ pub struct MemoryStore {
 
 impl MemoryStore {
     /// A store that keeps nothing (persistence disabled).
+    pub const VOLATILE: MemoryStore = MemoryStore { kept: None };
+
+    /// A store that keeps nothing (persistence disabled).
     pub fn volatile() -> MemoryStore {
-        MemoryStore { kept: None }
+        MemoryStore::VOLATILE
     }
 
     /// A store that keeps every change in memory (lost with the process).

@@ -24,7 +24,6 @@ use std::sync::Arc;
 use bytestring::ByteString;
 
 use crate::codec::{LastWill, PacketId, QoS};
-use crate::config::Durability;
 use crate::message::SharedMessage;
 use crate::session::{DeliveryExtra, Granted};
 
@@ -288,12 +287,4 @@ pub fn unix_millis() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-}
-
-/// What [`Durability`] a store was opened with, for logs.
-pub(crate) fn durability_name(d: Durability) -> &'static str {
-    match d {
-        Durability::Sync => "sync",
-        Durability::Periodic => "periodic",
-    }
 }

@@ -108,14 +108,19 @@ pub(super) fn decode_key(key: &[u8]) -> Result<Key, Invalid> {
         .and_then(|b| b.try_into().ok())
         .ok_or("key too short")?;
     let len = usize::from(u16::from_be_bytes(len_bytes));
-    let client = rest.get(2..2 + len).ok_or("key too short for its client id")?;
+    let client = rest
+        .get(2..2 + len)
+        .ok_or("key too short for its client id")?;
     let client = utf8(client, "client id")?;
     let suffix = &rest[2 + len..];
     let fixed = |n: usize| -> Result<&[u8], Invalid> {
         if suffix.len() == n {
             Ok(suffix)
         } else {
-            Err(format!("key suffix of {} bytes, expected {n}", suffix.len()))
+            Err(format!(
+                "key suffix of {} bytes, expected {n}",
+                suffix.len()
+            ))
         }
     };
     Ok(match k {
@@ -203,7 +208,10 @@ impl<'a> R<'a> {
         if self.0.is_empty() {
             Ok(())
         } else {
-            Err(format!("{} unexpected bytes at the end of a value", self.0.len()))
+            Err(format!(
+                "{} unexpected bytes at the end of a value",
+                self.0.len()
+            ))
         }
     }
 }
@@ -322,7 +330,9 @@ fn get_message(r: &mut R<'_>, now: Instant, now_unix: u64) -> Result<Message, In
 }
 
 pub(super) fn encode_queued(e: &QueuedEntry) -> Result<Vec<u8>, Invalid> {
-    let mut w = W(Vec::with_capacity(e.message.payload.len() + e.message.topic.len() + 32));
+    let mut w = W(Vec::with_capacity(
+        e.message.payload.len() + e.message.topic.len() + 32,
+    ));
     w.u8(e.qos as u8 | u8::from(e.retain) << 2 | u8::from(e.released) << 3);
     match &e.extra {
         Some(x) => {
@@ -382,13 +392,19 @@ pub(super) fn encode_retained(m: &Message) -> Result<Vec<u8>, Invalid> {
     Ok(w.0)
 }
 
-pub(super) fn decode_retained(v: &[u8], now: Instant, now_unix: u64) -> Result<SharedMessage, Invalid> {
+pub(super) fn decode_retained(
+    v: &[u8],
+    now: Instant,
+    now_unix: u64,
+) -> Result<SharedMessage, Invalid> {
     let mut r = R(v);
     Ok(Arc::new(get_message(&mut r, now, now_unix)?))
 }
 
 pub(super) fn encode_will(w: &StoredWill) -> Result<Vec<u8>, Invalid> {
-    let mut out = W(Vec::with_capacity(w.will.payload.len() + w.will.topic.len() + 32));
+    let mut out = W(Vec::with_capacity(
+        w.will.payload.len() + w.will.topic.len() + 32,
+    ));
     out.u64(w.due);
     match &w.username {
         Some(u) => {
@@ -456,7 +472,10 @@ mod tests {
             Ok(Key::Retained("x/y".into()))
         );
         let id = PacketId::new(7).expect("non-zero");
-        assert_eq!(decode_key(&inbound_key("é", id)), Ok(Key::Inbound("é".into(), id)));
+        assert_eq!(
+            decode_key(&inbound_key("é", id)),
+            Ok(Key::Inbound("é".into(), id))
+        );
         assert!(decode_key(&[9, 0, 0]).is_err());
         assert!(decode_key(&[kind::QUEUED, 0, 5, b'a']).is_err());
     }
@@ -542,6 +561,9 @@ mod tests {
         assert_eq!(back.due, 123);
         assert_eq!(back.username.as_deref(), Some("u"));
         assert_eq!(back.will.topic, w.will.topic);
-        assert_eq!(back.will.properties, None, "the delay is not stored as a property");
+        assert_eq!(
+            back.will.properties, None,
+            "the delay is not stored as a property"
+        );
     }
 }

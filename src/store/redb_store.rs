@@ -57,7 +57,9 @@ pub struct RedbStore {
 
 impl std::fmt::Debug for RedbStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("RedbStore").field("path", &self.path).finish()
+        f.debug_struct("RedbStore")
+            .field("path", &self.path)
+            .finish()
     }
 }
 
@@ -152,7 +154,11 @@ impl RedbStore {
     /// Opens (creating if needed) the store in directory `dir`. Fails — naming the path — if
     /// the directory cannot be created or written, the store is locked by another process,
     /// was written with another format, or is damaged.
-    pub fn open(dir: &Path, durability: Durability, flush_every: Duration) -> Result<RedbStore, StoreError> {
+    pub fn open(
+        dir: &Path,
+        durability: Durability,
+        flush_every: Duration,
+    ) -> Result<RedbStore, StoreError> {
         std::fs::create_dir_all(dir).map_err(|source| StoreError::Io {
             path: dir.to_owned(),
             what: "cannot create the store directory",
@@ -185,7 +191,9 @@ impl RedbStore {
     }
 
     /// Opens a store only to read it (`mqtt-server store inspect`): no writer thread.
-    pub(crate) fn open_database_for_reading(dir: &Path) -> Result<(PathBuf, redb::Database), StoreError> {
+    pub(crate) fn open_database_for_reading(
+        dir: &Path,
+    ) -> Result<(PathBuf, redb::Database), StoreError> {
         let path = store_file(dir);
         if !path.exists() {
             return Err(StoreError::Io {
@@ -358,7 +366,12 @@ fn write_loop(
 }
 
 /// Applies every submission in `items` in one write transaction.
-fn commit(db: &redb::Database, path: &Path, items: &[Item], durable: bool) -> Result<(), StoreError> {
+fn commit(
+    db: &redb::Database,
+    path: &Path,
+    items: &[Item],
+    durable: bool,
+) -> Result<(), StoreError> {
     let mut tx = db
         .begin_write()
         .map_err(|e| engine_error(path, "cannot write", e))?;

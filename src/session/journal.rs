@@ -1,0 +1,66 @@
+//! The stored changes one operation makes (a PUBLISH routed to persistent sessions, a
+//! SUBSCRIBE, a PUBREL...), collected so that they reach the store as one atomic submission,
+//! and the acknowledgement that must wait for them.
+//!
+//! Deliveries queued while a journal is open are *held*: their session does not send them
+//! until the journal is submitted ([`Journal::submit`]). Otherwise a fast subscriber could
+//! acknowledge a message, and its deletion reach the store, before the journal carrying the
+//! message itself — which would then resurrect it at the next start.
+
+use std::sync::Arc;
+
+use super::Session;
+use crate::store::{Change, Done, Store};
+
+/// Changes collected for one submission.
+#[derive(Debug, Default)]
+pub struct Journal {
+    /// Whether the broker's store is persistent (otherwise nothing is ever collected).
+    persistent: bool,
+    changes: Vec<Change>,
+    /// Deliveries queued and held until the submission: (session, sequence number).
+    held: Vec<(Arc<Session>, u64)>,
+}
+
+impl Journal {
+    /// An empty journal for a broker whose store is (or is not) persistent.
+    pub fn new(persistent: bool) -> Journal {
+        Journal {
+            persistent,
+            ..Journal::default()
+        }
+    }
+
+    /// Whether changes are collected at all.
+    pub fn is_persistent(&self) -> bool {
+        self.persistent
+    }
+
+    /// Whether nothing was collected.
+    pub fn is_empty(&self) -> bool {
+        self.changes.is_empty()
+    }
+
+    /// Adds a change (ignored when the store is not persistent).
+    pub fn push(&mut self, change: Change) {
+        if self.persistent {
+            self.changes.push(change);
+        }
+    }
+
+    /// Records that `session` holds delivery `seq` until this journal is submitted.
+    pub(crate) fn hold(&mut self, session: &Arc<Session>, seq: u64) {
+        self.held.push((session.clone(), seq));
+    }
+
+    /// Submits the changes (if any, or if `done` needs ordering behind earlier submissions)
+    /// and releases the held deliveries. `done` runs once the changes are durable.
+    pub fn submit(self, store: &dyn Store, done: Option<Done>) {
+        if !self.changes.is_empty() || done.is_some() {
+            store.submit(self.changes, done);
+        }
+        for (session, seq) in self.held {
+            session.release(seq);
+        }
+    }
+}
