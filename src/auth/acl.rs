@@ -1064,10 +1064,10 @@ pattern deny devices/%c/firmware
                 .collect();
             ordered.extend(rules.iter().filter(|r| r.pattern || r.section.is_some()));
             for rule in ordered {
-                if !rule.pattern {
-                    if let Some(user) = rule.section {
-                        text.push_str(&format!("user {user}\n"));
-                    }
+                if !rule.pattern
+                    && let Some(user) = rule.section
+                {
+                    text.push_str(&format!("user {user}\n"));
                 }
                 let keyword = if rule.pattern { "pattern" } else { "topic" };
                 text.push_str(&format!(

@@ -89,10 +89,10 @@ pub(crate) fn encode_batch(
             tracing::warn!(client_id = %session.client_id, error = %e, packet = packet.name(), "cannot encode packet; skipped");
             continue;
         }
-        if let (Some(state), Packet::Publish(p)) = (v5.as_deref_mut(), &packet) {
-            if let AliasUse::New(_) = alias {
-                state.commit(&p.topic, alias);
-            }
+        if let (Some(state), Packet::Publish(p)) = (v5.as_deref_mut(), &packet)
+            && let AliasUse::New(_) = alias
+        {
+            state.commit(&p.topic, alias);
         }
     }
     published

@@ -178,10 +178,10 @@ impl<K: Eq + Hash + Clone, V> Subscribers<K, V> {
     }
 
     fn insert(&mut self, key: K, value: V) -> Option<V> {
-        if let Some(i) = self.position(&key) {
-            if let Some((_, slot)) = self.entries.get_mut(i) {
-                return Some(std::mem::replace(slot, value));
-            }
+        if let Some(i) = self.position(&key)
+            && let Some((_, slot)) = self.entries.get_mut(i)
+        {
+            return Some(std::mem::replace(slot, value));
         }
         let at = self.entries.len();
         if let Some(index) = &mut self.index {
@@ -223,10 +223,10 @@ impl<K: Eq + Hash + Clone, V> Subscribers<K, V> {
         if let Some(index) = &mut self.index {
             index.remove(key);
             // The former last entry now sits at `i`.
-            if let Some((moved, _)) = self.entries.get(i) {
-                if let Some(slot) = index.get_mut(moved) {
-                    *slot = i;
-                }
+            if let Some((moved, _)) = self.entries.get(i)
+                && let Some(slot) = index.get_mut(moved)
+            {
+                *slot = i;
             }
             if self.entries.len() < UNINDEX_BELOW {
                 self.index = None;

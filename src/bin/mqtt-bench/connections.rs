@@ -127,10 +127,10 @@ pub async fn run(ctx: &Ctx, args: &ConnectionsArgs) -> Result<Report, BenchError
     stop.cancel();
     let _ = tokio::time::timeout(CLOSE_TIMEOUT, async {
         while let Some(joined) = tasks.join_next().await {
-            if let Ok(Some(msg)) = joined {
-                if errors.len() < 5 {
-                    errors.push(msg);
-                }
+            if let Ok(Some(msg)) = joined
+                && errors.len() < 5
+            {
+                errors.push(msg);
             }
         }
     })

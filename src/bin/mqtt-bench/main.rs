@@ -93,16 +93,18 @@ async fn run(scenario: &Scenario, origin: Instant, nofile: u64) -> Result<Report
     let common = scenario.common().clone();
     let addr = resolve(&common.host, common.port).await?;
     let mut bind_addrs = common.bind_addrs.clone();
-    if let Scenario::Connections(args) = scenario {
-        if bind_addrs.is_empty() && addr.ip().is_loopback() && addr.is_ipv4() {
-            bind_addrs = loopback_sources(args.connections);
-            if bind_addrs.len() > 1 && !common.quiet {
-                eprintln!(
-                    "mqtt-bench: using {} loopback source addresses 127.0.0.1..127.0.0.{}",
-                    bind_addrs.len(),
-                    bind_addrs.len()
-                );
-            }
+    if let Scenario::Connections(args) = scenario
+        && bind_addrs.is_empty()
+        && addr.ip().is_loopback()
+        && addr.is_ipv4()
+    {
+        bind_addrs = loopback_sources(args.connections);
+        if bind_addrs.len() > 1 && !common.quiet {
+            eprintln!(
+                "mqtt-bench: using {} loopback source addresses 127.0.0.1..127.0.0.{}",
+                bind_addrs.len(),
+                bind_addrs.len()
+            );
         }
     }
     let endpoint = Endpoint::new(
