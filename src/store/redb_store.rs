@@ -50,7 +50,9 @@ struct Shared {
 /// The redb-backed [`Store`].
 pub struct RedbStore {
     path: PathBuf,
-    db: Arc<redb::Database>,
+    /// Released at [`Store::close`], so that the file lock goes with it even while something
+    /// still holds the store.
+    db: Mutex<Option<Arc<redb::Database>>>,
     shared: Arc<Shared>,
     writer: Mutex<Option<std::thread::JoinHandle<()>>>,
 }
@@ -184,7 +186,7 @@ impl RedbStore {
         };
         Ok(RedbStore {
             path,
-            db,
+            db: Mutex::new(Some(db)),
             shared,
             writer: Mutex::new(Some(writer)),
         })
@@ -419,7 +421,10 @@ impl Store for RedbStore {
     }
 
     fn recover(&self) -> Result<Recovered, StoreError> {
-        read_all(&self.db, &self.path)
+        let db = self.db.lock().clone().ok_or_else(|| StoreError::Stopped {
+            path: self.path.clone(),
+        })?;
+        read_all(&db, &self.path)
     }
 
     fn close(&self) {
@@ -430,6 +435,8 @@ impl Store for RedbStore {
         {
             tracing::error!(path = %self.path.display(), "persistence: the store's writer thread panicked");
         }
+        // The writer has ended and dropped its handle: this releases the file and its lock.
+        self.db.lock().take();
     }
 
     fn failure(&self) -> Option<Arc<StoreError>> {
