@@ -628,3 +628,155 @@ async fn a_queue_too_long_for_one_packet_id_cycle_is_still_delivered() {
     drop(local);
     b.stop().await;
 }
+
+#[tokio::test]
+async fn a_store_with_damaged_records_is_refused() {
+    let dir = TempDir::new("damaged");
+    let b = start(dir.path()).await;
+    let (mut sub, _) = RawClient::connect_with(b.addr, connect_packet("damaged", false, 60)).await;
+    sub.subscribe(1, &[("d", QoS::AtLeastOnce)]).await;
+    sub.disconnect().await;
+    let mut publ = RawClient::connect(b.addr, "d-pub").await;
+    for i in 0..3u16 {
+        publish_acked(
+            &mut publ,
+            "d",
+            &format!("DAMAGE-MARKER-{i}"),
+            QoS::AtLeastOnce,
+            i + 1,
+            false,
+        )
+        .await;
+    }
+    b.stop().await;
+    // Overwrite part of a stored message, as a disk error or a stray write would.
+    let file = dir.path().join("mqtt-server.redb");
+    let mut bytes = std::fs::read(&file).expect("read store");
+    let at = bytes
+        .windows(15)
+        .position(|w| w == b"DAMAGE-MARKER-1")
+        .expect("the message is in the file");
+    bytes[at..at + 6].copy_from_slice(b"XXXXXX");
+    std::fs::write(&file, bytes).expect("write store");
+    // Every page is checksummed: the damage is found at start-up, not delivered.
+    let message = start_fails(persistent_config(dir.path(), Durability::Sync)).await;
+    assert!(
+        message.contains("corrupt") && message.contains(&file.display().to_string()),
+        "{message}"
+    );
+}
+
+/// Starts the daemon through `sh` with a file-size limit (`ulimit -f`, 512-byte blocks in
+/// dash) and SIGXFSZ ignored (inherited across `exec`), so that writes beyond the limit fail
+/// with EFBIG as they would with ENOSPC on a full disk. Returns the child and its address.
+async fn daemon_with_file_limit(
+    config: &Path,
+    blocks: u32,
+) -> (tokio::process::Child, std::net::SocketAddr) {
+    use tokio::io::AsyncBufReadExt;
+    let bin = env!("CARGO_BIN_EXE_mqtt-server");
+    let script = format!(
+        "trap '' XFSZ; ulimit -f {blocks}; exec '{bin}' -c '{}'",
+        config.display()
+    );
+    let mut child = tokio::process::Command::new("sh")
+        .arg("-c")
+        .arg(script)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("start mqtt-server");
+    let stdout = child.stdout.take().expect("piped stdout");
+    let mut lines = tokio::io::BufReader::new(stdout).lines();
+    let addr = tokio::time::timeout(WAIT, async {
+        while let Ok(Some(line)) = lines.next_line().await {
+            if let Some(addr) = line.strip_prefix("mqtt-server listening on ") {
+                return addr.parse().ok();
+            }
+        }
+        None
+    })
+    .await
+    .ok()
+    .flatten()
+    .expect("the daemon prints its listening line");
+    (child, addr)
+}
+
+#[tokio::test]
+async fn a_full_disk_stops_acknowledgements_and_the_broker_and_loses_nothing_acknowledged() {
+    let dir = TempDir::new("full");
+    std::fs::create_dir_all(dir.path()).expect("mkdir");
+    let config_file = dir.path().join("broker.toml");
+    let store_dir = dir.path().join("store");
+    std::fs::write(
+        &config_file,
+        format!(
+            "[[listener]]\nbind = \"127.0.0.1:0\"\n[persistence]\nenabled = true\npath = '{}'\n",
+            store_dir.display()
+        ),
+    )
+    .expect("write config");
+    // About 1 MiB of store at most (2 MiB if `sh` counts 1 KiB blocks).
+    let (mut child, addr) = daemon_with_file_limit(&config_file, 2048).await;
+    let (mut sub, _) = RawClient::connect_with(addr, connect_packet("full-sub", false, 60)).await;
+    sub.subscribe(1, &[("full/#", QoS::AtLeastOnce)]).await;
+    sub.disconnect().await;
+    let mut publ = RawClient::connect(addr, "full-pub").await;
+    let payload = "p".repeat(100_000);
+    let mut acked = Vec::new();
+    for i in 1..=60u16 {
+        publ.send(publish(
+            &format!("full/{i}"),
+            &payload,
+            QoS::AtLeastOnce,
+            false,
+            Some(i),
+        ))
+        .await;
+        match publ.recv_within(WAIT).await {
+            Ok(Some(Packet::PubAck(a))) if a.packet_id == pid(i) => acked.push(i),
+            // No PUBACK: the store is full and the broker is going down.
+            _ => break,
+        }
+    }
+    assert!(
+        !acked.is_empty() && acked.len() < 60,
+        "some messages fit, then the disk was full: {acked:?}"
+    );
+    let status = tokio::time::timeout(WAIT, child.wait())
+        .await
+        .expect("the broker stops itself after a failed write")
+        .expect("wait for mqtt-server");
+    assert_eq!(
+        status.code(),
+        Some(1),
+        "a persistence failure is a failure exit"
+    );
+    let mut stderr = String::new();
+    if let Some(mut e) = child.stderr.take() {
+        use tokio::io::AsyncReadExt;
+        let _ = e.read_to_string(&mut stderr).await;
+    }
+    assert!(
+        stderr.contains(&store_dir.display().to_string()) && stderr.contains("File too large"),
+        "the error names the store and the cause: {stderr}"
+    );
+
+    // With room again, everything that was acknowledged is there.
+    let b = start(&store_dir).await;
+    let (mut sub, present) =
+        RawClient::connect_with(b.addr, connect_packet("full-sub", false, 60)).await;
+    assert!(present);
+    let mut got = Vec::new();
+    while got.len() < acked.len() {
+        let p = sub.recv_publish().await;
+        sub.send(Packet::PubAck(Ack::new(p.packet_id.expect("id"))))
+            .await;
+        let n: u16 = p.topic["full/".len()..].parse().expect("numbered topic");
+        got.push(n);
+    }
+    assert_eq!(got, acked, "every acknowledged message, in order");
+    b.stop().await;
+}

@@ -733,6 +733,19 @@ impl Session {
         if let Some(timer) = st.timer.take() {
             timer.abort();
         }
+        if !self.persists(&st) && st.stored {
+            // Resumed with a Session Expiry Interval of 0: the session now ends with this
+            // connection, so it is no longer kept in the store.
+            st.stored = false;
+            if let Some(store) = &self.store {
+                store.submit(
+                    vec![Change::DeleteSession {
+                        client: self.client_id.clone(),
+                    }],
+                    None,
+                );
+            }
+        }
         if self.persists(&st) {
             st.stored = true;
             let mut changes = vec![Change::PutSession {

@@ -217,15 +217,21 @@ impl RedbStore {
 /// Opens or creates the database file and checks (or, new, writes) its format version.
 fn open_database(path: &Path) -> Result<redb::Database, StoreError> {
     let existed = path.exists();
-    // redb documents that opening a file damaged outside redb may panic: treat a panic as
-    // corruption rather than letting it take the broker down.
-    let opened = std::panic::catch_unwind(|| {
+    // Every page's checksum is verified at open, not only after a crash: a store altered or
+    // damaged outside the engine is refused rather than trusted (the cost is one read of the
+    // file: see docs/persistence.md). redb documents that a plain open of such a file may
+    // panic; a panic is caught and reported as corruption all the same.
+    let mut builder = redb::Builder::new();
+    builder.set_check_integrity_on_open(true);
+    // (AssertUnwindSafe: after a panic the builder and the half-opened database are dropped,
+    // never looked at again.)
+    let opened = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
         if existed {
-            redb::Database::open(path)
+            builder.open(path)
         } else {
-            redb::Database::create(path)
+            builder.create(path)
         }
-    });
+    }));
     let db = match opened {
         Ok(result) => result.map_err(|e| database_error(path, e))?,
         Err(_) => {
