@@ -27,7 +27,8 @@ impl Journal {
     pub fn new(persistent: bool) -> Journal {
         Journal {
             persistent,
-            ..Journal::default()
+            changes: Vec::new(),
+            held: Vec::new(),
         }
     }
 
@@ -55,11 +56,24 @@ impl Journal {
 
     /// Submits the changes (if any, or if `done` needs ordering behind earlier submissions)
     /// and releases the held deliveries. `done` runs once the changes are durable.
-    pub fn submit(self, store: &dyn Store, done: Option<Done>) {
-        if !self.changes.is_empty() || done.is_some() {
-            store.submit(self.changes, done);
+    pub fn submit(mut self, store: &dyn Store, done: Option<Done>) {
+        let changes = std::mem::take(&mut self.changes);
+        if !changes.is_empty() || done.is_some() {
+            store.submit(changes, done);
         }
-        for (session, seq) in self.held {
+        // `self` drops here, releasing the held deliveries.
+    }
+}
+
+impl Drop for Journal {
+    /// Releases the held deliveries — after the submission, or (a bug) without one: a session
+    /// must never stall on a delivery nobody will release.
+    fn drop(&mut self) {
+        debug_assert!(
+            self.changes.is_empty(),
+            "a journal with changes was dropped without being submitted"
+        );
+        for (session, seq) in self.held.drain(..) {
             session.release(seq);
         }
     }
