@@ -638,6 +638,30 @@ mod tests {
     }
 
     #[test]
+    fn persistence_settings_are_checked_and_named() {
+        let c =
+            parse("[persistence]\nenabled = true\npath = \"/tmp/x\"\ndurability = \"periodic\"\n")
+                .expect("valid");
+        assert_eq!(c.persistence.durability, Durability::Periodic);
+        let e = parse_err("[persistence]\nflush_interval_ms = 5\n");
+        assert!(e.contains("persistence.flush_interval_ms"), "{e}");
+        let e = parse_err("[persistence]\ndurability = \"always\"\n");
+        assert!(e.contains("durability"), "{e}");
+        let e = parse_err("[persistence]\nenabled = true\npath = \"\"\n");
+        assert!(e.contains("persistence.path"), "{e}");
+    }
+
+    #[test]
+    fn readme_configuration_example_parses() {
+        let readme = include_str!("../README.md");
+        let start = readme.find("```toml\n").expect("README has a TOML example") + 8;
+        let len = readme[start..].find("```").expect("closed block");
+        let config = Config::from_toml_str(&readme[start..start + len], "README.md")
+            .expect("the README's example is a valid configuration");
+        assert!(config.persistence.enabled);
+    }
+
+    #[test]
     fn embedded_sample_parses_to_exactly_the_default() {
         let parsed = Config::from_toml_str(DEFAULT_CONFIG_TOML, "<embedded>");
         assert_eq!(parsed.unwrap(), Config::default());
