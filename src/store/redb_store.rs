@@ -25,6 +25,8 @@ use crate::config::Durability;
 
 /// Everything the broker keeps, in one ordered key space (see `record.rs`).
 const STATE: TableDefinition<&[u8], &[u8]> = TableDefinition::new("state");
+/// The engine's page cache.
+const CACHE_BYTES: usize = 32 * 1024 * 1024;
 /// `format` → the format version (u32, little endian).
 const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
 
@@ -223,6 +225,9 @@ fn open_database(path: &Path) -> Result<redb::Database, StoreError> {
     // panic; a panic is caught and reported as corruption all the same.
     let mut builder = redb::Builder::new();
     builder.set_check_integrity_on_open(true);
+    // redb caches up to 1 GiB of pages by default. The store is read once, at start-up, and
+    // then only written: a small cache keeps a large store from costing its size in memory.
+    builder.set_cache_size(CACHE_BYTES);
     // (AssertUnwindSafe: after a panic the builder and the half-opened database are dropped,
     // never looked at again.)
     let opened = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
