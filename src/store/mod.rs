@@ -40,7 +40,8 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
 
     /// Queues `changes` to be applied atomically, after everything submitted before. `done`
     /// (if any) is called once they are durable: in `sync` mode after the fsync of the group
-    /// commit that carried them, in `periodic` mode once applied. Never blocks.
+    /// commit that carried them, in `periodic` mode at once (they become durable with the
+    /// next periodic flush). Never blocks; never calls `done` before earlier submissions'.
     fn submit(&self, changes: Vec<Change>, done: Option<Done>);
 
     /// Makes everything submitted so far durable, then calls `done`.

@@ -57,6 +57,7 @@ pub struct RedbStore {
     db: Mutex<Option<Arc<redb::Database>>>,
     shared: Arc<Shared>,
     writer: Mutex<Option<std::thread::JoinHandle<()>>>,
+    durability: Durability,
 }
 
 impl std::fmt::Debug for RedbStore {
@@ -191,6 +192,7 @@ impl RedbStore {
             db: Mutex::new(Some(db)),
             shared,
             writer: Mutex::new(Some(writer)),
+            durability,
         })
     }
 
@@ -424,11 +426,22 @@ impl Store for RedbStore {
     }
 
     fn submit(&self, changes: Vec<Change>, done: Option<Done>) {
-        self.push(Item::Changes(changes, done));
+        match (self.durability, done) {
+            (Durability::Periodic, Some(done)) => {
+                // `periodic` acknowledges at once: the changes reach the engine in order, and
+                // become durable with the next periodic flush (the documented window).
+                let accepted = self.push(Item::Changes(changes, None));
+                done(accepted);
+            }
+            (_, done) => {
+                // A refusal has been reported to `done` already.
+                let _ = self.push(Item::Changes(changes, done));
+            }
+        }
     }
 
     fn flush(&self, done: Done) {
-        self.push(Item::Flush(done));
+        let _ = self.push(Item::Flush(done));
     }
 
     fn recover(&self) -> Result<Recovered, StoreError> {
@@ -456,7 +469,9 @@ impl Store for RedbStore {
 }
 
 impl RedbStore {
-    fn push(&self, item: Item) {
+    /// Queues `item` for the writer; refused (its completion called with the error) once the
+    /// store has failed or is closing. Returns whether it was accepted.
+    fn push(&self, item: Item) -> Result<(), Arc<StoreError>> {
         let mut p = self.shared.pending.lock();
         let refused = match (&p.failure, p.closing) {
             (Some(e), _) => Some(e.clone()),
@@ -468,9 +483,9 @@ impl RedbStore {
         if let Some(e) = refused {
             drop(p);
             if let Item::Changes(_, Some(done)) | Item::Flush(done) = item {
-                done(Err(e));
+                done(Err(e.clone()));
             }
-            return;
+            return Err(e);
         }
         let was_empty = p.items.is_empty();
         p.items.push(item);
@@ -478,6 +493,7 @@ impl RedbStore {
         if was_empty {
             self.shared.wake.notify_one();
         }
+        Ok(())
     }
 }
 
