@@ -107,6 +107,7 @@ fn rebuild(core: &Arc<BrokerCore>, store: &dyn Store, recovered: Recovered) -> C
                 &mut no_journal,
             );
         }
+        session.state.lock().next_seq = record.last_seq;
         restore_queue(&session, store, queue, now, &mut counts);
         {
             let mut st = session.state.lock();
@@ -119,8 +120,8 @@ fn rebuild(core: &Arc<BrokerCore>, store: &dyn Store, recovered: Recovered) -> C
                 vec![Change::PutSession {
                     client: client.clone(),
                     record: SessionRecord {
-                        expiry_interval: record.expiry_interval,
                         disconnected_at: Some(now_unix),
+                        ..record
                     },
                 }],
                 None,

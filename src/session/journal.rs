@@ -3,9 +3,12 @@
 //! and the acknowledgement that must wait for them.
 //!
 //! Deliveries queued while a journal is open are *held*: their session does not send them
-//! until the journal is submitted ([`Journal::submit`]). Otherwise a fast subscriber could
-//! acknowledge a message, and its deletion reach the store, before the journal carrying the
-//! message itself — which would then resurrect it at the next start.
+//! until the journal's changes are durable ([`Journal::submit`]). A delivery a client may have
+//! received must survive a crash: otherwise, after a restart, the publisher — which got no
+//! acknowledgement — sends the message again, and a QoS 2 subscriber that had received it
+//! the first time receives it twice (the crash test `tests/persistence_crash.rs` found this).
+//! Holding also keeps a delivery's deletion (after the client's acknowledgement) from
+//! reaching the store before the delivery itself.
 
 use std::sync::Arc;
 
@@ -54,14 +57,33 @@ impl Journal {
         self.held.push((session.clone(), seq));
     }
 
-    /// Submits the changes (if any, or if `done` needs ordering behind earlier submissions)
-    /// and releases the held deliveries. `done` runs once the changes are durable.
+    /// Submits the changes (if any, or if `done` needs ordering behind earlier submissions).
+    /// Once they are durable the held deliveries are released, then `done` runs. If the store
+    /// fails instead, they stay held: the broker is stopping, and what was not stored must not
+    /// be delivered (the publisher, never acknowledged, sends it again to the next start).
+    /// Must not be called with a session locked: `done` may run at once.
     pub fn submit(mut self, store: &dyn Store, done: Option<Done>) {
         let changes = std::mem::take(&mut self.changes);
-        if !changes.is_empty() || done.is_some() {
-            store.submit(changes, done);
+        let held = std::mem::take(&mut self.held);
+        if held.is_empty() {
+            if !changes.is_empty() || done.is_some() {
+                store.submit(changes, done);
+            }
+            return;
         }
-        // `self` drops here, releasing the held deliveries.
+        store.submit(
+            changes,
+            Some(Box::new(move |result| {
+                if result.is_ok() {
+                    for (session, seq) in held {
+                        session.release(seq);
+                    }
+                }
+                if let Some(done) = done {
+                    done(result);
+                }
+            })),
+        );
     }
 }
 

@@ -307,6 +307,7 @@ impl Session {
         SessionRecord {
             expiry_interval: st.expiry_interval,
             disconnected_at: disconnected.then(unix_millis),
+            last_seq: st.next_seq,
         }
     }
 
@@ -439,6 +440,7 @@ impl Session {
                     extra: extra.clone(),
                     released: false,
                 },
+                created: true,
             });
             journal.hold(self, seq);
         }
@@ -657,6 +659,7 @@ impl Session {
                 extra: e.extra.clone(),
                 released: true,
             },
+            created: false,
         };
         if e.seq != 0 && self.persists(&st) {
             journal.push(change);
@@ -898,6 +901,7 @@ impl Session {
                     extra: item.extra.clone(),
                     released: false,
                 },
+                created: false,
             });
         }
         item.held = false;

@@ -59,7 +59,9 @@ pub(super) fn apply<W: KvWrite>(w: &mut W, changes: &[Change]) -> Result<(), App
             Change::DeleteSubscription { client, filter } => w
                 .delete(&record::subscription_key(client, filter))
                 .map_err(Engine)?,
-            Change::PutQueued { client, seq, entry } => {
+            Change::PutQueued {
+                client, seq, entry, ..
+            } => {
                 let value = record::encode_queued(entry).map_err(Encode)?;
                 w.put(&record::queued_key(client, *seq), &value)
                     .map_err(Engine)?;

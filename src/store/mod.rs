@@ -97,6 +97,9 @@ pub enum Change {
         seq: u64,
         /// The delivery.
         entry: QueuedEntry,
+        /// This is the first write of the delivery (queued just now), not an update: if its
+        /// deletion reaches the store in the same commit, neither needs to be written.
+        created: bool,
     },
     /// A delivery completed (or was dropped).
     DeleteQueued {
@@ -151,6 +154,9 @@ pub struct SessionRecord {
     /// When the client disconnected (unix milliseconds); `None` while it is connected (after
     /// a crash such a session counts as disconnected when the broker starts again).
     pub disconnected_at: Option<u64>,
+    /// The session's last delivery sequence number when the record was written: after a
+    /// restart numbering (and so packet ids) continues from at least here, never backwards.
+    pub last_seq: u64,
 }
 
 /// A delivery queued for (or in flight to) a persistent session.

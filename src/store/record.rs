@@ -217,8 +217,9 @@ impl<'a> R<'a> {
 }
 
 pub(super) fn encode_session(r: &SessionRecord) -> Vec<u8> {
-    let mut w = W(Vec::with_capacity(13));
+    let mut w = W(Vec::with_capacity(21));
     w.u32(r.expiry_interval);
+    w.u64(r.last_seq);
     match r.disconnected_at {
         Some(at) => {
             w.u8(1);
@@ -232,6 +233,7 @@ pub(super) fn encode_session(r: &SessionRecord) -> Vec<u8> {
 pub(super) fn decode_session(v: &[u8]) -> Result<SessionRecord, Invalid> {
     let mut r = R(v);
     let expiry_interval = r.u32()?;
+    let last_seq = r.u64()?;
     let disconnected_at = match r.u8()? {
         0 => None,
         _ => Some(r.u64()?),
@@ -240,6 +242,7 @@ pub(super) fn decode_session(v: &[u8]) -> Result<SessionRecord, Invalid> {
     Ok(SessionRecord {
         expiry_interval,
         disconnected_at,
+        last_seq,
     })
 }
 
@@ -531,6 +534,7 @@ mod tests {
         let r = SessionRecord {
             expiry_interval: 300,
             disconnected_at: Some(1_700_000_000_000),
+            last_seq: 70_000,
         };
         assert_eq!(decode_session(&encode_session(&r)), Ok(r));
         let g = Granted {

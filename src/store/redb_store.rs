@@ -3,15 +3,18 @@
 //! `docs/persistence.md`).
 //!
 //! One dedicated writer thread (blocking I/O stays off the tokio workers) takes everything
-//! submitted since its last commit, applies it in one write transaction and commits it — one
-//! fsync for all of it in `sync` mode (group commit) — then calls the submissions' completions
-//! in order. In `periodic` mode commits are not fsynced (`Durability::None`) and a durable
-//! commit is made every flush interval, on `flush`, and at close.
+//! submitted since its last commit, applies it in one write transaction and commits it with
+//! one fsync (group commit), then calls the submissions' completions in order. In `sync` mode
+//! it commits as soon as anything waits; in `periodic` mode once per flush interval (and on
+//! `flush`, at close, or when a bounded number of changes wait), the submissions having been
+//! acknowledged at once. Within a commit, records created and deleted again (a message queued
+//! and acknowledged meanwhile) are not written at all.
 //!
 //! The first failed write stops the store: every completion after it gets the error, so no
 //! acknowledgement that depends on a lost write is ever sent (redb itself refuses further
 //! writes after an I/O error, `StorageError::PreviousIo`).
 
+use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -40,6 +43,10 @@ enum Item {
 #[derive(Default)]
 struct Pending {
     items: Vec<Item>,
+    /// Changes in `items` (periodic mode commits early past a bound).
+    changes: usize,
+    /// Flush requests in `items`.
+    flushes: usize,
     closing: bool,
     failure: Option<Arc<StoreError>>,
 }
@@ -309,7 +316,14 @@ fn open_database(path: &Path) -> Result<redb::Database, StoreError> {
     Ok(db)
 }
 
-/// The writer thread: group commits until the store is closed.
+/// Changes waiting in `periodic` mode beyond which the writer commits before the interval
+/// is over (they hold their messages in memory until then).
+const PERIODIC_MAX_PENDING: usize = 65_536;
+
+/// The writer thread: group commits until the store is closed. In `sync` mode it commits
+/// whenever something is waiting (the completions wait for it); in `periodic` mode every flush
+/// interval, on a flush request, or when [`PERIODIC_MAX_PENDING`] changes are waiting — so
+/// that a message delivered and acknowledged within the interval never reaches the disk.
 fn write_loop(
     db: &redb::Database,
     shared: &Shared,
@@ -318,38 +332,43 @@ fn write_loop(
     flush_every: Duration,
 ) {
     let periodic = durability == Durability::Periodic;
-    // Periodic mode: changes committed without fsync since the last durable commit.
-    let mut dirty = false;
     let mut next_flush = Instant::now() + flush_every;
     loop {
         let (items, closing) = {
             let mut p = shared.pending.lock();
-            while p.items.is_empty() && !p.closing {
-                if periodic && dirty {
+            loop {
+                if p.closing {
+                    break;
+                }
+                if periodic {
+                    if p.flushes > 0 || p.changes >= PERIODIC_MAX_PENDING {
+                        break;
+                    }
                     if shared.wake.wait_until(&mut p, next_flush).timed_out() {
                         break;
                     }
-                } else {
+                } else if p.items.is_empty() {
                     shared.wake.wait(&mut p);
+                } else {
+                    break;
                 }
             }
+            p.changes = 0;
+            p.flushes = 0;
             (std::mem::take(&mut p.items), p.closing)
         };
-        let flush_asked = items.iter().any(|i| matches!(i, Item::Flush(_)));
-        let durable = !periodic || flush_asked || closing || Instant::now() >= next_flush;
-        if items.is_empty() && !(dirty && durable) {
+        if periodic {
+            next_flush = Instant::now() + flush_every;
+        }
+        if items.is_empty() {
             if closing {
                 return;
             }
             continue;
         }
-        let result = commit(db, path, &items, durable);
-        if durable {
-            next_flush = Instant::now() + flush_every;
-        }
-        match result {
+        let dead = cancelled(&items);
+        match commit(db, path, &items, &dead) {
             Ok(()) => {
-                dirty = !durable;
                 for item in items {
                     match item {
                         Item::Changes(_, Some(done)) | Item::Flush(done) => done(Ok(())),
@@ -374,39 +393,95 @@ fn write_loop(
                 return;
             }
         }
-        if closing && shared.pending.lock().items.is_empty() && !dirty {
+        if closing && shared.pending.lock().items.is_empty() {
             return;
         }
     }
 }
 
-/// Applies every submission in `items` in one write transaction.
+/// What identifies a record that a commit may create and delete again.
+#[derive(Debug, PartialEq, Eq, Hash)]
+enum Transient<'a> {
+    Queued(&'a str, u64),
+    Inbound(&'a str, u16),
+}
+
+/// The positions `(item, change)` of changes that cancel out within one commit: a delivery
+/// queued and completed, or an inbound QoS 2 id received and released, before the commit —
+/// the common case for online clients. The record never existed before the commit (its
+/// creation is in it), so writing neither the creation, its updates nor its deletion leaves
+/// the store as applying them all would.
+fn cancelled(items: &[Item]) -> HashSet<(usize, usize)> {
+    let mut chains: HashMap<Transient<'_>, Vec<(usize, usize)>> = HashMap::new();
+    let mut dead = HashSet::new();
+    for (i, item) in items.iter().enumerate() {
+        let Item::Changes(changes, _) = item else {
+            continue;
+        };
+        for (j, change) in changes.iter().enumerate() {
+            match change {
+                Change::PutQueued {
+                    client,
+                    seq,
+                    created,
+                    ..
+                } => {
+                    let key = Transient::Queued(client, *seq);
+                    if *created {
+                        chains.insert(key, vec![(i, j)]);
+                    } else if let Some(chain) = chains.get_mut(&key) {
+                        chain.push((i, j));
+                    }
+                }
+                Change::DeleteQueued { client, seq } => {
+                    if let Some(chain) = chains.remove(&Transient::Queued(client, *seq)) {
+                        dead.extend(chain);
+                        dead.insert((i, j));
+                    }
+                }
+                Change::PutInbound { client, packet_id } => {
+                    // Stored only when the id was not held: always a creation.
+                    chains.insert(Transient::Inbound(client, packet_id.get()), vec![(i, j)]);
+                }
+                Change::DeleteInbound { client, packet_id } => {
+                    if let Some(chain) = chains.remove(&Transient::Inbound(client, packet_id.get()))
+                    {
+                        dead.extend(chain);
+                        dead.insert((i, j));
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+    dead
+}
+
+/// Applies every submission in `items` but the `dead` changes, in one durable write
+/// transaction.
 fn commit(
     db: &redb::Database,
     path: &Path,
     items: &[Item],
-    durable: bool,
+    dead: &HashSet<(usize, usize)>,
 ) -> Result<(), StoreError> {
-    let mut tx = db
+    let tx = db
         .begin_write()
         .map_err(|e| engine_error(path, "cannot write", e))?;
-    tx.set_durability(if durable {
-        redb::Durability::Immediate
-    } else {
-        redb::Durability::None
-    })
-    .map_err(|e| StoreError::Engine {
-        path: path.to_owned(),
-        detail: e.to_string(),
-    })?;
     {
         let table = tx
             .open_table(STATE)
             .map_err(|e| engine_error(path, "cannot write", e))?;
         let mut w = TableWriter(table);
-        for item in items {
-            if let Item::Changes(changes, _) = item {
-                kv::apply(&mut w, changes).map_err(|e| match e {
+        for (i, item) in items.iter().enumerate() {
+            let Item::Changes(changes, _) = item else {
+                continue;
+            };
+            for (j, change) in changes.iter().enumerate() {
+                if !dead.is_empty() && dead.contains(&(i, j)) {
+                    continue;
+                }
+                kv::apply(&mut w, std::slice::from_ref(change)).map_err(|e| match e {
                     ApplyError::Engine(e) => storage_error(path, "cannot write", e),
                     ApplyError::Encode(detail) => StoreError::Engine {
                         path: path.to_owned(),
@@ -487,10 +562,27 @@ impl RedbStore {
             }
             return Err(e);
         }
-        let was_empty = p.items.is_empty();
+        // The writer is woken when it has something to do: in `sync` mode by the first item
+        // after a commit, in `periodic` mode only by a flush request or a full batch.
+        let wake = match &item {
+            Item::Flush(_) => {
+                p.flushes += 1;
+                true
+            }
+            Item::Changes(changes, _) => {
+                let before = p.changes;
+                p.changes += changes.len();
+                match self.durability {
+                    Durability::Sync => p.items.is_empty(),
+                    Durability::Periodic => {
+                        before < PERIODIC_MAX_PENDING && p.changes >= PERIODIC_MAX_PENDING
+                    }
+                }
+            }
+        };
         p.items.push(item);
         drop(p);
-        if was_empty {
+        if wake {
             self.shared.wake.notify_one();
         }
         Ok(())
@@ -519,4 +611,116 @@ pub(crate) fn read_all(db: &redb::Database, path: &Path) -> Result<Recovered, St
         path: path.to_owned(),
         detail,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::codec::{PacketId, QoS};
+    use crate::message::Message;
+    use crate::store::QueuedEntry;
+
+    fn put(client: &str, seq: u64, created: bool) -> Change {
+        Change::PutQueued {
+            client: client.into(),
+            seq,
+            entry: QueuedEntry {
+                message: Arc::new(Message::new("t", "p", QoS::AtLeastOnce, false)),
+                qos: QoS::AtLeastOnce,
+                retain: false,
+                extra: None,
+                released: !created,
+            },
+            created,
+        }
+    }
+
+    fn del(client: &str, seq: u64) -> Change {
+        Change::DeleteQueued {
+            client: client.into(),
+            seq,
+        }
+    }
+
+    fn items(batches: Vec<Vec<Change>>) -> Vec<Item> {
+        batches
+            .into_iter()
+            .map(|c| Item::Changes(c, None))
+            .collect()
+    }
+
+    #[test]
+    fn a_delivery_queued_and_completed_in_one_commit_is_not_written() {
+        let it = items(vec![
+            vec![put("a", 1, true), put("a", 2, true)],
+            vec![put("a", 1, false)],
+            vec![del("a", 1)],
+        ]);
+        let dead = cancelled(&it);
+        let expected: HashSet<_> = [(0, 0), (1, 0), (2, 0)].into_iter().collect();
+        assert_eq!(
+            dead, expected,
+            "creation, update and deletion of a/1; a/2 stays"
+        );
+    }
+
+    #[test]
+    fn a_deletion_of_a_record_written_earlier_is_kept() {
+        // The record exists on disk (its creation is not in this commit): the update and the
+        // deletion must both be applied.
+        let it = items(vec![vec![put("a", 1, false)], vec![del("a", 1)]]);
+        assert!(cancelled(&it).is_empty());
+        // Deleted, then queued again (a shared-subscription message kept by its member).
+        let it = items(vec![vec![del("a", 5), put("a", 5, false)]]);
+        assert!(cancelled(&it).is_empty());
+    }
+
+    #[test]
+    fn inbound_qos2_ids_released_within_the_commit_are_not_written() {
+        let id = PacketId::new(9).expect("non-zero");
+        let it = items(vec![
+            vec![Change::PutInbound {
+                client: "p".into(),
+                packet_id: id,
+            }],
+            vec![Change::DeleteInbound {
+                client: "p".into(),
+                packet_id: id,
+            }],
+            vec![Change::DeleteInbound {
+                client: "q".into(),
+                packet_id: id,
+            }],
+        ]);
+        let dead = cancelled(&it);
+        assert_eq!(dead, [(0, 0), (1, 0)].into_iter().collect());
+    }
+
+    #[test]
+    fn elided_changes_leave_the_same_state_as_applying_them_all() {
+        let dir = std::env::temp_dir().join(format!("redb-elide-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let store =
+            RedbStore::open(&dir, Durability::Sync, Duration::from_millis(100)).expect("open");
+        let session = Change::PutSession {
+            client: "a".into(),
+            record: crate::store::SessionRecord {
+                expiry_interval: 60,
+                disconnected_at: None,
+                last_seq: 0,
+            },
+        };
+        store.submit(vec![session, put("a", 1, true), put("a", 2, true)], None);
+        store.submit(vec![del("a", 1), put("a", 3, true), del("a", 3)], None);
+        let (tx, rx) = std::sync::mpsc::channel();
+        store.flush(Box::new(move |r| {
+            let _ = tx.send(r.is_ok());
+        }));
+        assert_eq!(rx.recv_timeout(Duration::from_secs(10)), Ok(true));
+        let state = store.recover().expect("recover");
+        let seqs: Vec<u64> = state.sessions[0].queue.iter().map(|(s, _)| *s).collect();
+        assert_eq!(seqs, vec![2]);
+        store.close();
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 }
