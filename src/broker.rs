@@ -166,7 +166,10 @@ impl BrokerCore {
 
     /// An empty journal for one operation's stored changes.
     pub fn journal(&self) -> Journal {
-        Journal::new(self.store.get().is_some_and(|s| s.is_persistent()))
+        Journal::new(
+            self.store.get().is_some_and(|s| s.is_persistent()),
+            self.config.persistence.durability == crate::config::Durability::Sync,
+        )
     }
 
     /// Submits `journal` without waiting for it.

@@ -97,7 +97,7 @@ fn rebuild(core: &Arc<BrokerCore>, store: &dyn Store, recovered: Recovered) -> C
         let offline_secs = now_unix.saturating_sub(disconnected_at) / 1000;
         let expired = record.expiry_interval != NEVER_EXPIRES
             && offline_secs >= u64::from(record.expiry_interval);
-        let mut no_journal = Journal::new(false);
+        let mut no_journal = Journal::new(false, false);
         for (filter, granted) in subscriptions {
             core.router.subscribe(
                 &session,

@@ -20,16 +20,21 @@ use crate::store::{Change, Done, Store};
 pub struct Journal {
     /// Whether the broker's store is persistent (otherwise nothing is ever collected).
     persistent: bool,
+    /// Whether deliveries are held until durable (`sync`; in `periodic` mode submissions
+    /// complete at once, so holding would only cost time).
+    holds: bool,
     changes: Vec<Change>,
     /// Deliveries queued and held until the submission: (session, sequence number).
     held: Vec<(Arc<Session>, u64)>,
 }
 
 impl Journal {
-    /// An empty journal for a broker whose store is (or is not) persistent.
-    pub fn new(persistent: bool) -> Journal {
+    /// An empty journal for a broker whose store is (or is not) persistent, and holds (or
+    /// not) deliveries until they are durable.
+    pub fn new(persistent: bool, holds: bool) -> Journal {
         Journal {
             persistent,
+            holds: persistent && holds,
             changes: Vec::new(),
             held: Vec::new(),
         }
@@ -52,7 +57,12 @@ impl Journal {
         }
     }
 
-    /// Records that `session` holds delivery `seq` until this journal is submitted.
+    /// Whether deliveries stored through this journal are held until durable.
+    pub fn holds(&self) -> bool {
+        self.holds
+    }
+
+    /// Records that `session` holds delivery `seq` until this journal is durable.
     pub(crate) fn hold(&mut self, session: &Arc<Session>, seq: u64) {
         self.held.push((session.clone(), seq));
     }

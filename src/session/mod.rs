@@ -428,8 +428,9 @@ impl Session {
             st.next_seq += 1;
             st.next_seq
         };
-        let held = seq != 0 && journal.is_persistent() && self.persists(&st);
-        if held {
+        let stored = seq != 0 && journal.is_persistent() && self.persists(&st);
+        let held = stored && journal.holds();
+        if stored {
             journal.push(Change::PutQueued {
                 client: self.client_id.clone(),
                 seq,
@@ -442,7 +443,9 @@ impl Session {
                 },
                 created: true,
             });
-            journal.hold(self, seq);
+            if held {
+                journal.hold(self, seq);
+            }
         }
         st.pending.push_back(Outgoing {
             message: message.clone(),

@@ -43,8 +43,10 @@ enum Item {
 #[derive(Default)]
 struct Pending {
     items: Vec<Item>,
-    /// Changes in `items` (periodic mode commits early past a bound).
+    /// Changes in `items`, and the message bytes they carry (periodic mode commits early past
+    /// a bound).
     changes: usize,
+    bytes: usize,
     /// Flush requests in `items`.
     flushes: usize,
     closing: bool,
@@ -318,7 +320,10 @@ fn open_database(path: &Path) -> Result<redb::Database, StoreError> {
 
 /// Changes waiting in `periodic` mode beyond which the writer commits before the interval
 /// is over (they hold their messages in memory until then).
-const PERIODIC_MAX_PENDING: usize = 65_536;
+const PERIODIC_MAX_PENDING: usize = 32_768;
+/// Message bytes waiting in `periodic` mode beyond which the writer commits early: bounds the
+/// memory that messages already delivered are kept alive by the pending changes.
+const PERIODIC_MAX_BYTES: usize = 16 * 1024 * 1024;
 
 /// The writer thread: group commits until the store is closed. In `sync` mode it commits
 /// whenever something is waiting (the completions wait for it); in `periodic` mode every flush
@@ -341,7 +346,10 @@ fn write_loop(
                     break;
                 }
                 if periodic {
-                    if p.flushes > 0 || p.changes >= PERIODIC_MAX_PENDING {
+                    if p.flushes > 0
+                        || p.changes >= PERIODIC_MAX_PENDING
+                        || p.bytes >= PERIODIC_MAX_BYTES
+                    {
                         break;
                     }
                     if shared.wake.wait_until(&mut p, next_flush).timed_out() {
@@ -354,6 +362,7 @@ fn write_loop(
                 }
             }
             p.changes = 0;
+            p.bytes = 0;
             p.flushes = 0;
             (std::mem::take(&mut p.items), p.closing)
         };
@@ -396,6 +405,15 @@ fn write_loop(
         if closing && shared.pending.lock().items.is_empty() {
             return;
         }
+    }
+}
+
+/// The message bytes a change keeps alive while it waits.
+fn message_bytes(change: &Change) -> usize {
+    match change {
+        Change::PutQueued { entry, .. } => entry.message.payload.len() + entry.message.topic.len(),
+        Change::PutRetained { message } => message.payload.len() + message.topic.len(),
+        _ => 0,
     }
 }
 
@@ -570,13 +588,15 @@ impl RedbStore {
                 true
             }
             Item::Changes(changes, _) => {
-                let before = p.changes;
+                let full = |p: &Pending| {
+                    p.changes >= PERIODIC_MAX_PENDING || p.bytes >= PERIODIC_MAX_BYTES
+                };
+                let was_full = full(&p);
                 p.changes += changes.len();
+                p.bytes += changes.iter().map(message_bytes).sum::<usize>();
                 match self.durability {
                     Durability::Sync => p.items.is_empty(),
-                    Durability::Periodic => {
-                        before < PERIODIC_MAX_PENDING && p.changes >= PERIODIC_MAX_PENDING
-                    }
+                    Durability::Periodic => !was_full && full(&p),
                 }
             }
         };
