@@ -207,6 +207,7 @@ pub async fn run(ctx: &Ctx, args: &ChurnArgs) -> Result<Report, BenchError> {
             retained_received,
         }),
         broker_process: broker_process(ctx, broker_start, None, broker_end),
+        sessions: None,
     })
 }
 

@@ -142,6 +142,15 @@ pub struct Common {
     /// Seconds allowed for one TCP connect + CONNACK, and for each SUBACK during setup.
     #[arg(long, default_value_t = 10.0, value_parser = parse_seconds)]
     pub connect_timeout: f64,
+    /// Connect every client (publishers too) with Clean Session 0 instead of 1, so that the
+    /// broker keeps a session for each, and stores it when it has persistence: subscriptions
+    /// and the QoS 1/2 messages queued or in flight for them. Client identifiers are fixed for
+    /// the run (`<prefix>-<role>-<i>`); a session the broker already held for one (an earlier
+    /// run with the same --client-prefix) is discarded before the run. At the end every
+    /// client's session is discarded (CONNECT with Clean Session 1, then DISCONNECT), so a
+    /// broker's store does not grow from run to run; the report counts those discards.
+    #[arg(long)]
+    pub persistent_sessions: bool,
     /// Worker threads of the load generator [default: number of CPUs].
     #[arg(long, value_parser = clap::value_parser!(u16).range(1..))]
     pub threads: Option<u16>,
@@ -327,6 +336,26 @@ mod tests {
         assert_eq!(a.common.bind_addrs.len(), 2);
         assert_eq!(a.common.rate, Some(100.0));
         assert_eq!(cli.scenario.name(), "fan-in");
+    }
+
+    #[test]
+    fn persistent_sessions_is_off_unless_asked_for_and_echoed_in_params() {
+        let parse = |args: &[&str]| match Cli::try_parse_from(args) {
+            Ok(cli) => cli,
+            Err(e) => panic!("parse failed: {e}"),
+        };
+        let plain = parse(&["mqtt-bench", "pairs", "--qos", "1"]);
+        assert!(!plain.scenario.common().persistent_sessions);
+        let persistent = parse(&[
+            "mqtt-bench",
+            "latency",
+            "--qos",
+            "1",
+            "--persistent-sessions",
+        ]);
+        assert!(persistent.scenario.common().persistent_sessions);
+        let params = persistent.scenario.params();
+        assert_eq!(params["persistent_sessions"], serde_json::Value::Bool(true));
     }
 
     #[test]

@@ -24,6 +24,8 @@ use tokio::io::{AsyncWriteExt, Interest};
 use tokio::net::{TcpSocket, TcpStream};
 use tokio_util::sync::CancellationToken;
 
+use crate::sessions::SessionLog;
+
 /// Protocol level of every connection.
 pub const VERSION: ProtocolVersion = ProtocolVersion::V3_1_1;
 
@@ -113,6 +115,9 @@ pub struct Endpoint {
     pub connect_timeout: Duration,
     /// Source addresses used round-robin (none: let the OS choose).
     pub bind_addrs: Vec<IpAddr>,
+    /// With `--persistent-sessions`: clients connect with Clean Session 0, and their
+    /// identifiers are logged here so that their sessions can be discarded at the end.
+    pub sessions: Option<SessionLog>,
     next_bind: AtomicUsize,
 }
 
@@ -125,6 +130,7 @@ impl Endpoint {
         keep_alive: u16,
         connect_timeout: Duration,
         bind_addrs: Vec<IpAddr>,
+        persistent_sessions: bool,
     ) -> Endpoint {
         Endpoint {
             addr,
@@ -133,20 +139,63 @@ impl Endpoint {
             keep_alive,
             connect_timeout,
             bind_addrs,
+            sessions: persistent_sessions.then(SessionLog::default),
             next_bind: AtomicUsize::new(0),
         }
     }
 
-    /// Opens a TCP connection (from the next source address, if any), sends CONNECT with Clean
-    /// Session 1 and waits for a successful CONNACK, all within the connect timeout.
+    /// Opens a TCP connection (from the next source address, if any), sends CONNECT and waits
+    /// for a successful CONNACK, each connection attempt within the connect timeout.
+    ///
+    /// Clean Session 1, unless the endpoint uses persistent sessions: then Clean Session 0, and
+    /// a session the broker already held for `client_id` (left by an earlier run with the same
+    /// `--client-prefix`) is discarded first, so that the run starts from empty sessions.
     pub async fn connect(&self, client_id: &str) -> Result<Conn, ClientError> {
-        match tokio::time::timeout(self.connect_timeout, self.connect_inner(client_id)).await {
+        let Some(log) = &self.sessions else {
+            return Ok(self.connect_once(client_id, true).await?.0);
+        };
+        // logged before CONNECT goes out: a broker may create the session even if the CONNACK
+        // never reaches us
+        log.remember(client_id);
+        let (conn, present) = self.connect_once(client_id, false).await?;
+        if !present {
+            return Ok(conn);
+        }
+        // [MQTT-3.2.2-2] Session Present 1: the broker resumed a stored session, whose
+        // subscriptions and queued messages would skew this run's counts
+        conn.disconnect().await;
+        self.discard_session(client_id).await?;
+        Ok(self.connect_once(client_id, false).await?.0)
+    }
+
+    /// Discards the broker's session of `client_id`, if it holds one: connects with Clean
+    /// Session 1 ([MQTT-3.1.2-6] the server discards any previous session) and disconnects,
+    /// which ends the new session too.
+    pub async fn discard_session(&self, client_id: &str) -> Result<(), ClientError> {
+        let (conn, _) = self.connect_once(client_id, true).await?;
+        conn.disconnect().await;
+        Ok(())
+    }
+
+    /// One connection attempt within the connect timeout, with the given Clean Session flag;
+    /// returns the connection and CONNACK's Session Present flag.
+    async fn connect_once(
+        &self,
+        client_id: &str,
+        clean: bool,
+    ) -> Result<(Conn, bool), ClientError> {
+        match tokio::time::timeout(self.connect_timeout, self.connect_inner(client_id, clean)).await
+        {
             Ok(result) => result,
             Err(_) => Err(ClientError::Timeout("TCP connect and CONNACK")),
         }
     }
 
-    async fn connect_inner(&self, client_id: &str) -> Result<Conn, ClientError> {
+    async fn connect_inner(
+        &self,
+        client_id: &str,
+        clean: bool,
+    ) -> Result<(Conn, bool), ClientError> {
         let socket = if self.addr.is_ipv4() {
             TcpSocket::new_v4()?
         } else {
@@ -179,8 +228,9 @@ impl Endpoint {
         };
         let connect = Connect {
             protocol: VERSION,
-            // [MQTT-3.1.2-6] Clean Session 1: the session lasts as long as the connection
-            clean_start: true,
+            // [MQTT-3.1.2-6] Clean Session 1: the session lasts as long as the connection;
+            // [MQTT-3.1.2-4] Clean Session 0: the broker keeps it after the disconnection
+            clean_start: clean,
             keep_alive: self.keep_alive,
             client_id: ByteString::from(client_id),
             will: None,
@@ -195,7 +245,7 @@ impl Endpoint {
         conn.flush().await?;
         // [MQTT-3.2.0-1] the first packet from the server is CONNACK
         match conn.recv().await? {
-            Packet::ConnAck(ack) if ack.code == 0 => Ok(conn),
+            Packet::ConnAck(ack) if ack.code == 0 => Ok((conn, ack.session_present)),
             Packet::ConnAck(ack) => Err(ClientError::Refused { code: ack.code }),
             other => Err(ClientError::Unexpected(other.name())),
         }

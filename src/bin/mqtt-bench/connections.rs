@@ -180,5 +180,6 @@ pub async fn run(ctx: &Ctx, args: &ConnectionsArgs) -> Result<Report, BenchError
         }),
         churn: None,
         broker_process: broker_process(ctx, broker_start, broker_connected, broker_end),
+        sessions: None,
     })
 }

@@ -284,6 +284,7 @@ fn build_report(
         connections: None,
         churn: None,
         broker_process: broker_process(ctx, broker_start, None, broker_end),
+        sessions: None,
     }
 }
 

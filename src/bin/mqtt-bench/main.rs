@@ -3,7 +3,9 @@
 //!
 //! Scenarios: fan-in, fan-out, pairs, latency, connections, churn (see `--help`). Each reports
 //! messages sent, delivered, lost and errors (or connections, or churn operations) as a table,
-//! or as JSON with `--json`, and stops by itself within its time bounds.
+//! or as JSON with `--json`, and stops by itself within its time bounds. With
+//! `--persistent-sessions` every client keeps a session on the broker (Clean Session 0), and
+//! those sessions are discarded at the end of the run (see `sessions`).
 
 mod churn;
 mod cli;
@@ -20,6 +22,7 @@ mod proc;
 mod progress;
 mod publisher;
 mod report;
+mod sessions;
 mod stamp;
 mod stats;
 mod subscriber;
@@ -114,6 +117,7 @@ async fn run(scenario: &Scenario, origin: Instant, nofile: u64) -> Result<Report
         common.keep_alive,
         Duration::from_secs_f64(common.connect_timeout),
         bind_addrs,
+        common.persistent_sessions,
     );
     let prefix = common
         .client_prefix
@@ -133,14 +137,28 @@ async fn run(scenario: &Scenario, origin: Instant, nofile: u64) -> Result<Report
         prefix,
         nofile,
     };
-    match scenario {
+    let result = match scenario {
         Scenario::FanIn(a) => fanin::run(&ctx, a).await,
         Scenario::FanOut(a) => fanout::run(&ctx, a).await,
         Scenario::Pairs(a) => pairs::run(&ctx, a).await,
         Scenario::Latency(a) => latency::run(&ctx, a).await,
         Scenario::Connections(a) => connections::run(&ctx, a).await,
         Scenario::Churn(a) => churn::run(&ctx, a).await,
+    };
+    // after a failed setup too: the sessions created before the failure are discarded
+    let sessions = sessions::discard_all(&ctx.endpoint).await;
+    if let Some(s) = &sessions
+        && let Some(e) = &s.first_error
+    {
+        eprintln!(
+            "mqtt-bench: warning: {} of {} persistent session(s) not discarded, the broker may \
+             still hold them; first error: {e}",
+            s.failed, s.persistent
+        );
     }
+    let mut report = result?;
+    report.sessions = sessions;
+    Ok(report)
 }
 
 /// The first address `host:port` resolves to.

@@ -3,6 +3,7 @@
 use serde::Serialize;
 
 use crate::proc::ProcSample;
+use crate::sessions::SessionStats;
 use crate::stats::LatencySummary;
 
 /// Everything a run measured. Sections that a scenario does not produce are left out.
@@ -36,6 +37,9 @@ pub struct Report {
     /// The broker process, with `--broker-pid`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub broker_process: Option<BrokerProcess>,
+    /// Persistent sessions and their discarding at the end (`--persistent-sessions`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sessions: Option<SessionStats>,
 }
 
 /// Message counts. `lost = expected - delivered`, where `expected = sent × subscribers per
@@ -278,6 +282,19 @@ impl Report {
                 format!("{} -> {}", opt(b.start.fds), opt(b.end.fds)),
             );
         }
+        if let Some(s) = &self.sessions {
+            let mut line = format!(
+                "{} persistent, {} discarded at the end in {:.3} s",
+                s.persistent, s.discarded, s.discard_s
+            );
+            if s.failed > 0 {
+                line.push_str(&format!(", {} NOT discarded", s.failed));
+            }
+            row("sessions", line);
+            if let Some(e) = &s.first_error {
+                row("  warning", e.clone());
+            }
+        }
         row("errors", self.errors.to_string());
         for e in &self.error_messages {
             row("  error", e.clone());
@@ -383,6 +400,7 @@ mod tests {
             connections: None,
             churn: None,
             broker_process: None,
+            sessions: None,
         };
         let json: serde_json::Value = match serde_json::from_str(&report.to_json()) {
             Ok(v) => v,
@@ -393,5 +411,53 @@ mod tests {
         assert!(json["messages"].get("acked").is_none());
         let table = report.to_table();
         assert!(table.contains("(10.000 %)"), "{table}");
+        assert!(!table.contains("sessions"), "{table}");
+        assert!(json.get("sessions").is_none());
+    }
+
+    #[test]
+    fn sessions_show_discards_and_failures() {
+        let mut report = Report {
+            scenario: "latency",
+            broker: "127.0.0.1:1883".into(),
+            params: serde_json::Value::Null,
+            elapsed_s: 1.0,
+            errors: 0,
+            error_messages: vec![],
+            messages: None,
+            latency_us: None,
+            connections: None,
+            churn: None,
+            broker_process: None,
+            sessions: Some(SessionStats {
+                persistent: 2,
+                discarded: 2,
+                failed: 0,
+                discard_s: 0.01,
+                first_error: None,
+            }),
+        };
+        let table = report.to_table();
+        assert!(
+            table.contains("2 persistent, 2 discarded at the end"),
+            "{table}"
+        );
+        assert!(!table.contains("NOT discarded"), "{table}");
+        report.sessions = Some(SessionStats {
+            persistent: 2,
+            discarded: 1,
+            failed: 1,
+            discard_s: 0.01,
+            first_error: Some("discarding the session of x: timed out".into()),
+        });
+        let table = report.to_table();
+        assert!(table.contains("1 NOT discarded"), "{table}");
+        assert!(table.contains("timed out"), "{table}");
+        let json: serde_json::Value = match serde_json::from_str(&report.to_json()) {
+            Ok(v) => v,
+            Err(e) => panic!("invalid JSON: {e}"),
+        };
+        assert_eq!(json["sessions"]["failed"], 1);
+        assert_eq!(json["sessions"]["persistent"], 2);
     }
 }
