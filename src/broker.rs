@@ -172,6 +172,13 @@ impl BrokerCore {
         )
     }
 
+    /// Whether acknowledgements wait for the store (persistence with `sync` durability). In
+    /// `periodic` mode submissions complete at once, so acknowledgements are sent directly.
+    pub fn acks_wait_for_store(&self) -> bool {
+        self.config.persistence.durability == crate::config::Durability::Sync
+            && self.store.get().is_some_and(|s| s.is_persistent())
+    }
+
     /// Submits `journal` without waiting for it.
     pub fn submit(&self, journal: Journal) {
         journal.submit(self.store(), None);

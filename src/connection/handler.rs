@@ -156,20 +156,29 @@ impl Handler<'_> {
     /// Queues a packet for this connection's writer (behind acknowledgements still waiting
     /// for the store, if any).
     fn reply(&self, packet: Packet) {
-        if self.session.acks_waiting() {
+        if self.acks_waiting() {
             self.reply_after(self.core.journal(), packet);
         } else {
             self.session.send_control(self.conn_id, packet);
         }
     }
 
+    /// Whether an earlier acknowledgement of this session still waits for the store.
+    fn acks_waiting(&self) -> bool {
+        self.core.acks_wait_for_store() && self.session.acks_waiting()
+    }
+
     /// Submits `journal` and queues `packet` once it is durable — at once when the journal is
     /// empty and no earlier acknowledgement is still waiting for the store. This is what makes
     /// a PUBACK, PUBREC, PUBCOMP, SUBACK or UNSUBACK mean "stored" with persistence on.
     fn reply_after(&self, journal: Journal, packet: Packet) {
-        if journal.is_empty() && !self.session.acks_waiting() {
+        if !self.core.acks_wait_for_store() || (journal.is_empty() && !self.acks_waiting()) {
+            // No persistence, `periodic` durability (acknowledged at once, stored within the
+            // interval), or nothing to wait for.
             self.core.submit(journal);
-            self.session.send_control(self.conn_id, packet);
+            if !self.core.store().has_failed() {
+                self.session.send_control(self.conn_id, packet);
+            }
             return;
         }
         self.session.ack_deferred();

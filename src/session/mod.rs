@@ -291,14 +291,14 @@ impl Session {
 
     /// The deletion of delivery `seq` (after its acknowledgement, expiry or drop).
     fn write_dequeue(&self, st: &SessionState, seq: u64) {
-        if seq != 0 {
-            self.write(
-                st,
-                vec![Change::DeleteQueued {
-                    client: self.client_id.clone(),
-                    seq,
-                }],
-            );
+        if seq != 0
+            && let Some(store) = &self.store
+            && self.persists(st)
+        {
+            store.submit_one(Change::DeleteQueued {
+                client: self.client_id.clone(),
+                seq,
+            });
         }
     }
 

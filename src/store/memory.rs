@@ -78,4 +78,8 @@ impl Store for MemoryStore {
     fn failure(&self) -> Option<Arc<StoreError>> {
         None
     }
+
+    fn has_failed(&self) -> bool {
+        false
+    }
 }

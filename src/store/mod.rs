@@ -44,6 +44,12 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     /// next periodic flush). Never blocks; never calls `done` before earlier submissions'.
     fn submit(&self, changes: Vec<Change>, done: Option<Done>);
 
+    /// Submits one change, not waited for (the common case of a delivery's deletion: no
+    /// allocation for a batch of one).
+    fn submit_one(&self, change: Change) {
+        self.submit(vec![change], None);
+    }
+
     /// Makes everything submitted so far durable, then calls `done`.
     fn flush(&self, done: Done);
 
@@ -55,6 +61,10 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
 
     /// The error that stopped the store, if a write has failed.
     fn failure(&self) -> Option<Arc<StoreError>>;
+
+    /// Whether a write has failed (a cheap check for every acknowledgement in `periodic`
+    /// mode, which does not wait for the store).
+    fn has_failed(&self) -> bool;
 }
 
 /// One change to the stored state. Keys are the client identifier (and a sequence number,

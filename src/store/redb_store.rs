@@ -36,7 +36,19 @@ const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
 /// What the writer thread is given.
 enum Item {
     Changes(Vec<Change>, Option<Done>),
+    One(Change),
     Flush(Done),
+}
+
+impl Item {
+    /// The changes this item carries.
+    fn changes(&self) -> &[Change] {
+        match self {
+            Item::Changes(changes, _) => changes,
+            Item::One(change) => std::slice::from_ref(change),
+            Item::Flush(_) => &[],
+        }
+    }
 }
 
 /// The queue between submitters and the writer thread.
@@ -56,6 +68,8 @@ struct Pending {
 struct Shared {
     pending: Mutex<Pending>,
     wake: Condvar,
+    /// Set with `Pending::failure`, readable without the lock.
+    failed: std::sync::atomic::AtomicBool,
 }
 
 /// The redb-backed [`Store`].
@@ -183,6 +197,7 @@ impl RedbStore {
         let shared = Arc::new(Shared {
             pending: Mutex::new(Pending::default()),
             wake: Condvar::new(),
+            failed: std::sync::atomic::AtomicBool::new(false),
         });
         let db = Arc::new(db);
         let writer = {
@@ -381,7 +396,7 @@ fn write_loop(
                 for item in items {
                     match item {
                         Item::Changes(_, Some(done)) | Item::Flush(done) => done(Ok(())),
-                        Item::Changes(_, None) => {}
+                        Item::Changes(_, None) | Item::One(_) => {}
                     }
                 }
             }
@@ -391,12 +406,15 @@ fn write_loop(
                 let rest = {
                     let mut p = shared.pending.lock();
                     p.failure = Some(e.clone());
+                    shared
+                        .failed
+                        .store(true, std::sync::atomic::Ordering::Release);
                     std::mem::take(&mut p.items)
                 };
                 for item in items.into_iter().chain(rest) {
                     match item {
                         Item::Changes(_, Some(done)) | Item::Flush(done) => done(Err(e.clone())),
-                        Item::Changes(_, None) => {}
+                        Item::Changes(_, None) | Item::One(_) => {}
                     }
                 }
                 return;
@@ -417,6 +435,11 @@ fn message_bytes(change: &Change) -> usize {
     }
 }
 
+/// Hashing for the writer's own bookkeeping (keys come from this process, not from peers).
+type FastHash = foldhash::fast::RandomState;
+/// Positions `(item, change)` in one commit.
+type Positions = HashSet<(usize, usize), FastHash>;
+
 /// What identifies a record that a commit may create and delete again.
 #[derive(Debug, PartialEq, Eq, Hash)]
 enum Transient<'a> {
@@ -429,14 +452,12 @@ enum Transient<'a> {
 /// the common case for online clients. The record never existed before the commit (its
 /// creation is in it), so writing neither the creation, its updates nor its deletion leaves
 /// the store as applying them all would.
-fn cancelled(items: &[Item]) -> HashSet<(usize, usize)> {
-    let mut chains: HashMap<Transient<'_>, Vec<(usize, usize)>> = HashMap::new();
-    let mut dead = HashSet::new();
+fn cancelled(items: &[Item]) -> Positions {
+    let mut chains: HashMap<Transient<'_>, Vec<(usize, usize)>, FastHash> =
+        HashMap::with_capacity_and_hasher(items.len(), FastHash::default());
+    let mut dead = Positions::default();
     for (i, item) in items.iter().enumerate() {
-        let Item::Changes(changes, _) = item else {
-            continue;
-        };
-        for (j, change) in changes.iter().enumerate() {
+        for (j, change) in item.changes().iter().enumerate() {
             match change {
                 Change::PutQueued {
                     client,
@@ -481,7 +502,7 @@ fn commit(
     db: &redb::Database,
     path: &Path,
     items: &[Item],
-    dead: &HashSet<(usize, usize)>,
+    dead: &Positions,
 ) -> Result<(), StoreError> {
     let tx = db
         .begin_write()
@@ -492,10 +513,7 @@ fn commit(
             .map_err(|e| engine_error(path, "cannot write", e))?;
         let mut w = TableWriter(table);
         for (i, item) in items.iter().enumerate() {
-            let Item::Changes(changes, _) = item else {
-                continue;
-            };
-            for (j, change) in changes.iter().enumerate() {
+            for (j, change) in item.changes().iter().enumerate() {
                 if !dead.is_empty() && dead.contains(&(i, j)) {
                     continue;
                 }
@@ -533,6 +551,10 @@ impl Store for RedbStore {
         }
     }
 
+    fn submit_one(&self, change: Change) {
+        let _ = self.push(Item::One(change));
+    }
+
     fn flush(&self, done: Done) {
         let _ = self.push(Item::Flush(done));
     }
@@ -558,6 +580,12 @@ impl Store for RedbStore {
 
     fn failure(&self) -> Option<Arc<StoreError>> {
         self.shared.pending.lock().failure.clone()
+    }
+
+    fn has_failed(&self) -> bool {
+        self.shared
+            .failed
+            .load(std::sync::atomic::Ordering::Acquire)
     }
 }
 
@@ -587,7 +615,8 @@ impl RedbStore {
                 p.flushes += 1;
                 true
             }
-            Item::Changes(changes, _) => {
+            Item::Changes(..) | Item::One(_) => {
+                let changes = item.changes();
                 let full = |p: &Pending| {
                     p.changes >= PERIODIC_MAX_PENDING || p.bytes >= PERIODIC_MAX_BYTES
                 };
@@ -677,7 +706,7 @@ mod tests {
             vec![del("a", 1)],
         ]);
         let dead = cancelled(&it);
-        let expected: HashSet<_> = [(0, 0), (1, 0), (2, 0)].into_iter().collect();
+        let expected: Positions = [(0, 0), (1, 0), (2, 0)].into_iter().collect();
         assert_eq!(
             dead, expected,
             "creation, update and deletion of a/1; a/2 stays"
@@ -713,7 +742,7 @@ mod tests {
             }],
         ]);
         let dead = cancelled(&it);
-        assert_eq!(dead, [(0, 0), (1, 0)].into_iter().collect());
+        assert_eq!(dead, [(0, 0), (1, 0)].into_iter().collect::<Positions>());
     }
 
     #[test]
