@@ -204,6 +204,7 @@ fn restore_queue(
                 stage: Stage::AwaitingPubComp,
                 extra: e.extra,
                 seq,
+                on_disk: true,
             });
             continue;
         }
@@ -226,6 +227,7 @@ fn restore_queue(
             seq,
             held: false,
             dup: true,
+            on_disk: true,
         });
     }
 }

@@ -37,6 +37,8 @@ pub struct InflightEntry {
     pub extra: Option<Arc<DeliveryExtra>>,
     /// The session's sequence number of the delivery (its key in the store).
     pub seq: u64,
+    /// Whether the store holds the delivery (so that its completion must delete it there).
+    pub on_disk: bool,
 }
 
 /// The in-flight window, oldest first.
@@ -61,6 +63,11 @@ impl Inflight {
         self.entries.iter()
     }
 
+    /// The entries, oldest first, to update.
+    pub fn iter_mut(&mut self) -> impl Iterator<Item = &mut InflightEntry> {
+        self.entries.iter_mut()
+    }
+
     /// Whether a delivery in flight holds packet identifier `id` ([MQTT-2.3.1-2]: an
     /// identifier becomes reusable only once its acknowledgement flow has completed).
     pub fn contains(&self, id: PacketId) -> bool {
@@ -79,11 +86,10 @@ impl Inflight {
             .position(|e| e.packet_id == id && e.stage == stage)
     }
 
-    /// PUBACK received: completes a QoS 1 delivery. Returns the sequence number of the one that
-    /// matched.
-    pub fn puback(&mut self, id: PacketId) -> Option<u64> {
+    /// PUBACK received: completes a QoS 1 delivery. Returns the one that matched.
+    pub fn puback(&mut self, id: PacketId) -> Option<InflightEntry> {
         let i = self.position(id, Stage::AwaitingPubAck)?;
-        self.entries.remove(i).map(|e| e.seq)
+        self.entries.remove(i)
     }
 
     /// PUBREC received: the QoS 2 message is now owned by the receiver; from here on only the
@@ -95,20 +101,15 @@ impl Inflight {
         Some(e)
     }
 
-    /// PUBCOMP received: completes a QoS 2 delivery. Returns the sequence number of the one that
-    /// matched.
-    pub fn pubcomp(&mut self, id: PacketId) -> Option<u64> {
+    /// PUBCOMP received: completes a QoS 2 delivery. Returns the one that matched.
+    pub fn pubcomp(&mut self, id: PacketId) -> Option<InflightEntry> {
         let i = self.position(id, Stage::AwaitingPubComp)?;
-        self.entries.remove(i).map(|e| e.seq)
+        self.entries.remove(i)
     }
 
-    /// Removes the entry with packet id `id`, whatever its stage; returns the sequence numbers
-    /// of what was removed.
-    pub fn remove(&mut self, id: PacketId) -> Vec<u64> {
+    /// Removes the entry with packet id `id`, whatever its stage; returns what was removed.
+    pub fn remove(&mut self, id: PacketId) -> Vec<InflightEntry> {
         self.drain_where(|e| e.packet_id == id)
-            .into_iter()
-            .map(|e| e.seq)
-            .collect()
     }
 
     /// Removes and returns the entries for which `pred` holds, oldest first.
@@ -157,6 +158,7 @@ mod tests {
             stage,
             extra: None,
             seq,
+            on_disk: false,
         });
         id
     }
@@ -179,14 +181,12 @@ mod tests {
     fn qos2_flow_moves_through_stages() {
         let mut inflight = Inflight::default();
         let id = entry(&mut inflight, 7, QoS::ExactlyOnce);
-        assert_eq!(
-            inflight.puback(id),
-            None,
+        assert!(
+            inflight.puback(id).is_none(),
             "PUBACK does not complete a QoS 2 delivery"
         );
-        assert_eq!(
-            inflight.pubcomp(id),
-            None,
+        assert!(
+            inflight.pubcomp(id).is_none(),
             "PUBCOMP before PUBREC is ignored"
         );
         assert!(inflight.pubrec(id).is_some());
@@ -195,7 +195,7 @@ mod tests {
             "a second PUBREC finds no message awaiting one"
         );
         assert_eq!(inflight.len(), 1);
-        assert_eq!(inflight.pubcomp(id), Some(7));
+        assert_eq!(inflight.pubcomp(id).map(|e| e.seq), Some(7));
         assert!(inflight.is_empty());
     }
 
@@ -204,11 +204,14 @@ mod tests {
         let mut inflight = Inflight::default();
         let a = entry(&mut inflight, 1, QoS::AtLeastOnce);
         let b = entry(&mut inflight, 2, QoS::AtLeastOnce);
-        assert_eq!(inflight.puback(b), Some(2));
+        assert_eq!(inflight.puback(b).map(|e| e.seq), Some(2));
         assert_eq!(
             inflight.iter().map(|e| e.packet_id).collect::<Vec<_>>(),
             vec![a]
         );
-        assert_eq!(inflight.remove(a), vec![1]);
+        assert_eq!(
+            inflight.remove(a).iter().map(|e| e.seq).collect::<Vec<_>>(),
+            vec![1]
+        );
     }
 }

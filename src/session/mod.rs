@@ -74,6 +74,8 @@ pub struct Outgoing {
     pub held: bool,
     /// It may have been sent before (recovered from the store): sent with DUP set.
     pub dup: bool,
+    /// Whether the store holds it (so that its completion must delete it there).
+    pub on_disk: bool,
 }
 
 /// The packet identifier of delivery `seq`: its sequence number modulo 65 535, plus 1. Derived,
@@ -178,6 +180,10 @@ pub struct SessionState {
     pub acks_in_store: u32,
     /// Whether a record of this session has been written to the store.
     pub stored: bool,
+    /// `periodic` durability: deliveries not yet in the store wait for the next periodic
+    /// commit, which takes them from the session ([`Session::take_unsaved`]); set while the
+    /// session is registered for it.
+    pub dirty: bool,
     limits: QueueLimits,
 }
 
@@ -264,6 +270,7 @@ impl Session {
                 next_seq: 0,
                 acks_in_store: 0,
                 stored: false,
+                dirty: false,
                 limits,
             }),
             notify: Notify::new(),
@@ -290,8 +297,9 @@ impl Session {
     }
 
     /// The deletion of delivery `seq` (after its acknowledgement, expiry or drop).
-    fn write_dequeue(&self, st: &SessionState, seq: u64) {
+    fn write_dequeue(&self, st: &SessionState, seq: u64, on_disk: bool) {
         if seq != 0
+            && on_disk
             && let Some(store) = &self.store
             && self.persists(st)
         {
@@ -308,6 +316,16 @@ impl Session {
             expiry_interval: st.expiry_interval,
             disconnected_at: disconnected.then(unix_millis),
             last_seq: st.next_seq,
+        }
+    }
+
+    /// Registers this session for the next periodic commit (`periodic` durability), once.
+    fn mark_dirty(self: &Arc<Self>, st: &mut SessionState) {
+        if !st.dirty
+            && let Some(store) = &self.store
+        {
+            st.dirty = true;
+            store.defer(self.clone());
         }
     }
 
@@ -430,7 +448,11 @@ impl Session {
         };
         let stored = seq != 0 && journal.is_persistent() && self.persists(&st);
         let held = stored && journal.holds();
-        if stored {
+        if stored && !held {
+            // `periodic`: written by the next periodic commit, if still queued by then.
+            self.mark_dirty(&mut st);
+        }
+        if held {
             journal.push(Change::PutQueued {
                 client: self.client_id.clone(),
                 seq,
@@ -443,9 +465,7 @@ impl Session {
                 },
                 created: true,
             });
-            if held {
-                journal.hold(self, seq);
-            }
+            journal.hold(self, seq);
         }
         st.pending.push_back(Outgoing {
             message: message.clone(),
@@ -455,6 +475,7 @@ impl Session {
             seq,
             held,
             dup: false,
+            on_disk: held,
         });
         let mut outcome = Enqueued::Queued;
         if online && st.pending.len() >= st.limits.max_queued / 2 {
@@ -539,7 +560,7 @@ impl Session {
                 // [MQTT-3.3.2-5] an expired message whose onward delivery has not started is
                 // deleted for this subscriber.
                 if let Some(o) = st.pending.pop_front() {
-                    self.write_dequeue(&st, o.seq);
+                    self.write_dequeue(&st, o.seq, o.on_disk);
                 }
                 continue;
             }
@@ -584,6 +605,7 @@ impl Session {
                 stage,
                 extra: o.extra.clone(),
                 seq: o.seq,
+                on_disk: o.on_disk,
             });
             out.push(Outbound::Publish {
                 message: o.message,
@@ -610,7 +632,7 @@ impl Session {
         }
         let next = st.pending.pop_front();
         if let Some(o) = &next {
-            self.write_dequeue(&st, o.seq);
+            self.write_dequeue(&st, o.seq, o.on_disk);
         }
         st.release_drained(&self.drained);
         next
@@ -619,8 +641,8 @@ impl Session {
     /// Handles PUBACK from the client.
     pub fn on_puback(&self, id: PacketId) {
         let mut st = self.state.lock();
-        if let Some(seq) = st.inflight.puback(id) {
-            self.write_dequeue(&st, seq);
+        if let Some(e) = st.inflight.puback(id) {
+            self.write_dequeue(&st, e.seq, e.on_disk);
         }
     }
 
@@ -628,8 +650,8 @@ impl Session {
     /// Maximum Packet Size: [MQTT-3.1.2-25] the server behaves as if it had completed sending it.
     pub fn forget_inflight(&self, id: PacketId) {
         let mut st = self.state.lock();
-        for seq in st.inflight.remove(id) {
-            self.write_dequeue(&st, seq);
+        for e in st.inflight.remove(id) {
+            self.write_dequeue(&st, e.seq, e.on_disk);
         }
     }
 
@@ -664,7 +686,8 @@ impl Session {
             },
             created: false,
         };
-        if e.seq != 0 && self.persists(&st) {
+        // (Not yet in the store, `periodic`: the next periodic commit writes it as it is then.)
+        if e.seq != 0 && e.on_disk && self.persists(&st) {
             journal.push(change);
         }
     }
@@ -672,8 +695,8 @@ impl Session {
     /// Handles PUBCOMP from the client.
     pub fn on_pubcomp(&self, id: PacketId) {
         let mut st = self.state.lock();
-        if let Some(seq) = st.inflight.pubcomp(id) {
-            self.write_dequeue(&st, seq);
+        if let Some(e) = st.inflight.pubcomp(id) {
+            self.write_dequeue(&st, e.seq, e.on_disk);
         }
     }
 
@@ -867,17 +890,17 @@ impl Session {
         let mut dropped = Vec::new();
         st.pending.retain(|o| {
             let keep = allowed(&o.message.topic);
-            if !keep && o.seq != 0 {
-                dropped.push(o.seq);
+            if !keep {
+                dropped.push((o.seq, o.on_disk));
             }
             keep
         });
         let denied = st
             .inflight
             .drain_where(|e| e.stage != Stage::AwaitingPubComp && !allowed(&e.message.topic));
-        dropped.extend(denied.iter().map(|e| e.seq).filter(|&s| s != 0));
-        for seq in dropped {
-            self.write_dequeue(&st, seq);
+        dropped.extend(denied.iter().map(|e| (e.seq, e.on_disk)));
+        for (seq, on_disk) in dropped {
+            self.write_dequeue(&st, seq, on_disk);
         }
         let after = st.pending.len() + st.inflight.len();
         st.resend_inflight = !st.inflight.is_empty();
@@ -891,9 +914,12 @@ impl Session {
 
     /// Puts back a message taken by [`Session::take_shared`] that no other member could take
     /// (stored again through `journal`, which also carries its deletion).
-    pub fn requeue(&self, mut item: Outgoing, journal: &mut Journal) {
+    pub fn requeue(self: &Arc<Self>, mut item: Outgoing, journal: &mut Journal) {
         let mut st = self.state.lock();
-        if item.seq != 0 && self.persists(&st) {
+        if item.seq != 0 && !item.on_disk && self.persists(&st) {
+            self.mark_dirty(&mut st);
+        }
+        if item.seq != 0 && item.on_disk && self.persists(&st) {
             journal.push(Change::PutQueued {
                 client: self.client_id.clone(),
                 seq: item.seq,
@@ -965,6 +991,7 @@ impl Session {
                 seq: e.seq,
                 held: false,
                 dup: false,
+                on_disk: e.on_disk,
             });
         }
         let mut kept = VecDeque::with_capacity(st.pending.len());
@@ -977,7 +1004,7 @@ impl Session {
         }
         st.pending = kept;
         if self.persists(&st) {
-            for o in taken.iter().filter(|o| o.seq != 0) {
+            for o in taken.iter().filter(|o| o.seq != 0 && o.on_disk) {
                 journal.push(Change::DeleteQueued {
                     client: self.client_id.clone(),
                     seq: o.seq,
@@ -1013,5 +1040,52 @@ impl Session {
             }
         })
         .await;
+    }
+}
+
+impl crate::store::Unsaved for Session {
+    /// The deliveries queued or in flight that the store does not hold yet (`periodic`
+    /// durability), as changes for the periodic commit; they count as stored from now on.
+    /// Deliveries completed since they were queued are simply gone: they never reach the disk.
+    fn take_unsaved(&self) -> Vec<Change> {
+        let mut st = self.state.lock();
+        st.dirty = false;
+        if !self.persists(&st) {
+            return Vec::new();
+        }
+        let client = &self.client_id;
+        let mut changes = Vec::new();
+        let st = &mut *st;
+        for e in st.inflight.iter_mut().filter(|e| !e.on_disk && e.seq != 0) {
+            e.on_disk = true;
+            changes.push(Change::PutQueued {
+                client: client.clone(),
+                seq: e.seq,
+                entry: QueuedEntry {
+                    message: e.message.clone(),
+                    qos: e.qos,
+                    retain: e.retain,
+                    extra: e.extra.clone(),
+                    released: e.stage == Stage::AwaitingPubComp,
+                },
+                created: true,
+            });
+        }
+        for o in st.pending.iter_mut().filter(|o| !o.on_disk && o.seq != 0) {
+            o.on_disk = true;
+            changes.push(Change::PutQueued {
+                client: client.clone(),
+                seq: o.seq,
+                entry: QueuedEntry {
+                    message: o.message.clone(),
+                    qos: o.qos,
+                    retain: o.retain,
+                    extra: o.extra.clone(),
+                    released: false,
+                },
+                created: true,
+            });
+        }
+        changes
     }
 }

@@ -12,18 +12,29 @@ use std::sync::Arc;
 use parking_lot::Mutex;
 
 use super::kv;
-use super::{Change, Done, Recovered, Store, StoreError};
+use super::{Change, Done, Recovered, Store, StoreError, Unsaved};
 
 /// A store in memory.
 #[derive(Debug)]
 pub struct MemoryStore {
     /// `None`: nothing is kept.
     kept: Option<Mutex<BTreeMap<Vec<u8>, Vec<u8>>>>,
+    /// Sources of deferred changes, applied at the next flush or recovery.
+    deferred: Mutex<Vec<Arc<dyn Unsaved>>>,
+}
+
+impl std::fmt::Debug for dyn Unsaved {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Unsaved")
+    }
 }
 
 impl MemoryStore {
     /// A store that keeps nothing (persistence disabled).
-    pub const VOLATILE: MemoryStore = MemoryStore { kept: None };
+    pub const VOLATILE: MemoryStore = MemoryStore {
+        kept: None,
+        deferred: Mutex::new(Vec::new()),
+    };
 
     /// A store that keeps nothing (persistence disabled).
     pub fn volatile() -> MemoryStore {
@@ -34,6 +45,17 @@ impl MemoryStore {
     pub fn retaining() -> MemoryStore {
         MemoryStore {
             kept: Some(Mutex::new(BTreeMap::new())),
+            deferred: Mutex::new(Vec::new()),
+        }
+    }
+}
+
+impl MemoryStore {
+    /// Applies the changes deferred since the last flush.
+    fn apply_deferred(&self) {
+        let sources = std::mem::take(&mut *self.deferred.lock());
+        for source in sources {
+            self.submit(source.take_unsaved(), None);
         }
     }
 }
@@ -55,7 +77,14 @@ impl Store for MemoryStore {
         }
     }
 
+    fn defer(&self, source: Arc<dyn Unsaved>) {
+        if self.kept.is_some() {
+            self.deferred.lock().push(source);
+        }
+    }
+
     fn flush(&self, done: Done) {
+        self.apply_deferred();
         done(Ok(()));
     }
 
@@ -63,6 +92,7 @@ impl Store for MemoryStore {
         let Some(kept) = &self.kept else {
             return Ok(Recovered::default());
         };
+        self.apply_deferred();
         let map = kept.lock();
         let pairs = map
             .iter()

@@ -50,6 +50,11 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
         self.submit(vec![change], None);
     }
 
+    /// Registers `source` for the next commit, which takes its changes then
+    /// ([`Unsaved::take_unsaved`], called without any lock of the caller's held). Never calls
+    /// `source` before returning (the caller may hold the lock `take_unsaved` takes).
+    fn defer(&self, source: Arc<dyn Unsaved>);
+
     /// Makes everything submitted so far durable, then calls `done`.
     fn flush(&self, done: Done);
 
@@ -65,6 +70,14 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     /// Whether a write has failed (a cheap check for every acknowledgement in `periodic`
     /// mode, which does not wait for the store).
     fn has_failed(&self) -> bool;
+}
+
+/// Something holding changes that are written at the next periodic commit rather than
+/// submitted one by one (a session's deliveries in `periodic` mode: most are completed before
+/// the commit and never need writing).
+pub trait Unsaved: Send + Sync {
+    /// The changes to write now; what is returned counts as stored from then on.
+    fn take_unsaved(&self) -> Vec<Change>;
 }
 
 /// One change to the stored state. Keys are the client identifier (and a sequence number,

@@ -23,7 +23,7 @@ use parking_lot::{Condvar, Mutex};
 use redb::{ReadableDatabase, ReadableTable, TableDefinition};
 
 use super::kv::{self, ApplyError, KvWrite};
-use super::{Change, Done, FORMAT_VERSION, Recovered, Store, StoreError, store_file};
+use super::{Change, Done, FORMAT_VERSION, Recovered, Store, StoreError, Unsaved, store_file};
 use crate::config::Durability;
 
 /// Everything the broker keeps, in one ordered key space (see `record.rs`).
@@ -61,6 +61,8 @@ struct Pending {
     bytes: usize,
     /// Flush requests in `items`.
     flushes: usize,
+    /// Sources of changes to take at the next commit ([`Store::defer`]).
+    deferred: Vec<Arc<dyn Unsaved>>,
     closing: bool,
     failure: Option<Arc<StoreError>>,
 }
@@ -354,7 +356,7 @@ fn write_loop(
     let periodic = durability == Durability::Periodic;
     let mut next_flush = Instant::now() + flush_every;
     loop {
-        let (items, closing) = {
+        let (mut items, deferred, closing) = {
             let mut p = shared.pending.lock();
             loop {
                 if p.closing {
@@ -370,7 +372,7 @@ fn write_loop(
                     if shared.wake.wait_until(&mut p, next_flush).timed_out() {
                         break;
                     }
-                } else if p.items.is_empty() {
+                } else if p.items.is_empty() && p.deferred.is_empty() {
                     shared.wake.wait(&mut p);
                 } else {
                     break;
@@ -379,8 +381,20 @@ fn write_loop(
             p.changes = 0;
             p.bytes = 0;
             p.flushes = 0;
-            (std::mem::take(&mut p.items), p.closing)
+            (
+                std::mem::take(&mut p.items),
+                std::mem::take(&mut p.deferred),
+                p.closing,
+            )
         };
+        // Deferred changes go last: anything submitted concerns what was stored before (a
+        // deletion is only submitted for a delivery already in the store).
+        for source in deferred {
+            let changes = source.take_unsaved();
+            if !changes.is_empty() {
+                items.push(Item::Changes(changes, None));
+            }
+        }
         if periodic {
             next_flush = Instant::now() + flush_every;
         }
@@ -553,6 +567,19 @@ impl Store for RedbStore {
 
     fn submit_one(&self, change: Change) {
         let _ = self.push(Item::One(change));
+    }
+
+    fn defer(&self, source: Arc<dyn Unsaved>) {
+        let mut p = self.shared.pending.lock();
+        if p.failure.is_some() || p.closing {
+            return;
+        }
+        p.deferred.push(source);
+        let wake = self.durability == Durability::Sync && p.deferred.len() == 1;
+        drop(p);
+        if wake {
+            self.shared.wake.notify_one();
+        }
     }
 
     fn flush(&self, done: Done) {
