@@ -90,7 +90,7 @@ pub(crate) struct BrokerCore {
 }
 
 /// The store of a broker that has none open: keeps nothing.
-static VOLATILE: crate::store::memory::MemoryStore = crate::store::memory::MemoryStore::VOLATILE;
+static VOLATILE: crate::store::memory::MemoryStore = crate::store::memory::MemoryStore::volatile();
 
 /// The authentication and ACL settings one listener applies (its own files, or `[auth]`'s).
 #[derive(Debug, Clone)]

@@ -31,14 +31,11 @@ impl std::fmt::Debug for dyn Unsaved {
 
 impl MemoryStore {
     /// A store that keeps nothing (persistence disabled).
-    pub const VOLATILE: MemoryStore = MemoryStore {
-        kept: None,
-        deferred: Mutex::new(Vec::new()),
-    };
-
-    /// A store that keeps nothing (persistence disabled).
-    pub fn volatile() -> MemoryStore {
-        MemoryStore::VOLATILE
+    pub const fn volatile() -> MemoryStore {
+        MemoryStore {
+            kept: None,
+            deferred: Mutex::new(Vec::new()),
+        }
     }
 
     /// A store that keeps every change in memory (lost with the process).
