@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod mosquitto;
+pub mod overload;
 
 use std::net::SocketAddr;
 use std::num::NonZeroU16;

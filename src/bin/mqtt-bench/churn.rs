@@ -206,6 +206,7 @@ pub async fn run(ctx: &Ctx, args: &ChurnArgs) -> Result<Report, BenchError> {
             unsuback_latency_us: unsuback.summary(),
             retained_received,
         }),
+        overload: None,
         broker_process: broker_process(ctx, broker_start, None, broker_end),
         sessions: None,
     })

@@ -38,6 +38,18 @@ pub enum Scenario {
     Connections(ConnectionsArgs),
     /// Subscribe/unsubscribe rate while M other subscriptions exist.
     Churn(ChurnArgs),
+    /// Overload: a QoS 0 and a QoS 1 subscriber that never read while publishers flood their
+    /// topic; a bystander pair's rate before/during/after, the broker's RSS, inferred drops.
+    SlowConsumer(SlowConsumerArgs),
+    /// Overload: connect/disconnect churn plus half-open sockets that never send CONNECT;
+    /// a bystander pair's rate, and the broker's RSS and fds returning to baseline.
+    Flood(FloodArgs),
+    /// Overload: fixed headers announcing huge packets (up to 268,435,455 bytes) whose body is
+    /// sent slowly, before and after CONNECT: closed without allocating the announced size?
+    HugePacket(HugePacketArgs),
+    /// Overload: mixed traffic (QoS 0/1/2 streams, retained churn, session takeovers,
+    /// reconnect storms) for --duration; RSS, fds and p99 latency at the end against the start.
+    Soak(SoakArgs),
 }
 
 impl Scenario {
@@ -50,6 +62,10 @@ impl Scenario {
             Scenario::Latency(a) => &a.common,
             Scenario::Connections(a) => &a.common,
             Scenario::Churn(a) => &a.common,
+            Scenario::Soak(a) => &a.common,
+            Scenario::HugePacket(a) => &a.common,
+            Scenario::Flood(a) => &a.common,
+            Scenario::SlowConsumer(a) => &a.common,
         }
     }
 
@@ -62,6 +78,10 @@ impl Scenario {
             Scenario::Latency(_) => "latency",
             Scenario::Connections(_) => "connections",
             Scenario::Churn(_) => "churn",
+            Scenario::Soak(_) => "soak",
+            Scenario::HugePacket(_) => "huge-packet",
+            Scenario::Flood(_) => "flood",
+            Scenario::SlowConsumer(_) => "slow-consumer",
         }
     }
 
@@ -74,6 +94,10 @@ impl Scenario {
             Scenario::Latency(a) => serde_json::to_value(a),
             Scenario::Connections(a) => serde_json::to_value(a),
             Scenario::Churn(a) => serde_json::to_value(a),
+            Scenario::Soak(a) => serde_json::to_value(a),
+            Scenario::HugePacket(a) => serde_json::to_value(a),
+            Scenario::Flood(a) => serde_json::to_value(a),
+            Scenario::SlowConsumer(a) => serde_json::to_value(a),
         };
         value.unwrap_or(serde_json::Value::Null)
     }
@@ -253,6 +277,157 @@ pub struct ChurnArgs {
     /// Subscribe/unsubscribe pairs per churner (stops earlier than --duration when reached).
     #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
     pub ops: Option<u64>,
+}
+
+/// Options of the overload scenarios: the bystander pair and the tolerances of the checks.
+#[derive(Debug, Clone, Args, Serialize)]
+pub struct ProbeArgs {
+    /// Messages per second of the bystander pair (QoS 1 publisher -> subscriber on a topic of
+    /// its own), measured before, during and after the attack.
+    #[arg(long, default_value_t = 100.0, value_parser = parse_rate)]
+    pub bystander_rate: f64,
+    /// Seconds of the bystander's `before` and `after` phases (and of settling before `after`).
+    #[arg(long, default_value_t = 3.0, value_parser = parse_seconds)]
+    pub phase: f64,
+    /// Check: the bystander delivers at least this percentage of its `before` rate during the
+    /// attack.
+    #[arg(long, default_value_t = 90.0, value_parser = parse_pct)]
+    pub min_bystander_pct: f64,
+    /// Check: the broker's RSS after the attack is at most this many MiB above its baseline
+    /// (allocators keep some freed memory).
+    #[arg(long, default_value_t = 16.0, value_parser = parse_mib)]
+    pub rss_slack_mb: f64,
+    /// Check: the broker's open files after the attack are at most this many above baseline.
+    #[arg(long, default_value_t = 10)]
+    pub fd_slack: u64,
+}
+
+impl ProbeArgs {
+    /// [`ProbeArgs::rss_slack_mb`] in KiB.
+    pub fn rss_slack_kb(&self) -> u64 {
+        (self.rss_slack_mb * 1024.0) as u64
+    }
+}
+
+/// `slow-consumer` options (the flood lasts --duration; --inflight is each flooding
+/// publisher's QoS 1 window, --payload its payload size).
+#[derive(Debug, Clone, Args, Serialize)]
+pub struct SlowConsumerArgs {
+    /// Common options.
+    #[command(flatten)]
+    #[serde(flatten)]
+    pub common: Common,
+    /// Bystander and checks.
+    #[command(flatten)]
+    #[serde(flatten)]
+    pub probe: ProbeArgs,
+    /// Publishers flooding the slow consumers' topic (QoS 1, closed loop).
+    #[arg(long, default_value_t = 4, value_parser = parse_count)]
+    pub publishers: u32,
+}
+
+/// `flood` options (the flood lasts --duration).
+#[derive(Debug, Clone, Args, Serialize)]
+pub struct FloodArgs {
+    /// Common options.
+    #[command(flatten)]
+    #[serde(flatten)]
+    pub common: Common,
+    /// Bystander and checks.
+    #[command(flatten)]
+    #[serde(flatten)]
+    pub probe: ProbeArgs,
+    /// Concurrent connect/CONNECT/CONNACK/DISCONNECT loops, each as fast as the broker answers.
+    #[arg(long, default_value_t = 16, value_parser = parse_count)]
+    pub churners: u32,
+    /// TCP connections opened at the start that never send CONNECT (each one file descriptor
+    /// here and on the broker: mind the open-file limits).
+    #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u32).range(0..=1_000_000))]
+    pub half_open: u32,
+    /// The broker's connect timeout (`limits.connect_timeout_secs`, Mosquitto: none by default)
+    /// in seconds: with --duration at least 2 s longer, every half-open socket must have been
+    /// closed by the broker.
+    #[arg(long, default_value_t = 10.0, value_parser = parse_seconds)]
+    pub broker_connect_timeout: f64,
+}
+
+/// `huge-packet` options (the attack lasts at most --duration).
+#[derive(Debug, Clone, Args, Serialize)]
+pub struct HugePacketArgs {
+    /// Common options.
+    #[command(flatten)]
+    #[serde(flatten)]
+    pub common: Common,
+    /// Bystander and checks.
+    #[command(flatten)]
+    #[serde(flatten)]
+    pub probe: ProbeArgs,
+    /// Attacking connections: even ones announce a huge CONNECT as their first packet, odd
+    /// ones connect properly and then announce a huge PUBLISH.
+    #[arg(long, default_value_t = 8, value_parser = parse_count)]
+    pub attackers: u32,
+    /// Remaining length announced in the fixed header (at most 268,435,455, MQTT 2.2.3).
+    #[arg(long, default_value_t = 268_435_455, value_parser = clap::value_parser!(u32).range(2..=268_435_455))]
+    pub announced: u32,
+    /// Body bytes each attacker sends per --interval-ms.
+    #[arg(long, default_value_t = 1024, value_parser = clap::value_parser!(u32).range(1..=1_048_576))]
+    pub chunk: u32,
+    /// Milliseconds between two body chunks.
+    #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u64).range(1..=60_000))]
+    pub interval_ms: u64,
+}
+
+/// `soak` options (mixed traffic for --duration).
+#[derive(Debug, Clone, Args, Serialize)]
+pub struct SoakArgs {
+    /// Common options.
+    #[command(flatten)]
+    #[serde(flatten)]
+    pub common: Common,
+    /// Bystander and checks (the bystander is the soak's QoS 1 stream; --phase is unused).
+    #[command(flatten)]
+    #[serde(flatten)]
+    pub probe: ProbeArgs,
+    /// Messages per second of each of the QoS 0, 1 and 2 streams.
+    #[arg(long, default_value_t = 200.0, value_parser = parse_rate)]
+    pub stream_rate: f64,
+    /// Seconds of the start and end measurement windows (latency, delivery rate).
+    #[arg(long, default_value_t = 20.0, value_parser = parse_seconds)]
+    pub window: f64,
+    /// Seconds between reconnect storms.
+    #[arg(long, default_value_t = 10.0, value_parser = parse_seconds)]
+    pub storm_every: f64,
+    /// Connections of one reconnect storm (opened at once, then closed).
+    #[arg(long, default_value_t = 200, value_parser = parse_count)]
+    pub storm_size: u32,
+    /// Milliseconds between session takeovers (a new connection with the same client id).
+    #[arg(long, default_value_t = 250, value_parser = clap::value_parser!(u64).range(1..=3_600_000))]
+    pub takeover_every_ms: u64,
+    /// Retained topics churned (set, replaced, cleared) by the retained worker.
+    #[arg(long, default_value_t = 100, value_parser = parse_count)]
+    pub retained_topics: u32,
+    /// Check: RSS at the end is at most this percentage above the start (plus --rss-slack-mb).
+    #[arg(long, default_value_t = 25.0, value_parser = parse_pct)]
+    pub rss_tolerance_pct: f64,
+    /// Check: p99 latency of the end window is at most this factor times the start's, plus 1 ms.
+    #[arg(long, default_value_t = 2.0, value_parser = parse_rate)]
+    pub latency_factor: f64,
+}
+
+fn parse_pct(s: &str) -> Result<f64, String> {
+    let v: f64 = s.parse().map_err(|e| format!("{e}"))?;
+    if !v.is_finite() || !(0.0..=1000.0).contains(&v) {
+        return Err("must be 0 to 1000 (percent)".into());
+    }
+    Ok(v)
+}
+
+fn parse_mib(s: &str) -> Result<f64, String> {
+    let v: f64 = s.parse().map_err(|e| format!("{e}"))?;
+    if !v.is_finite() || !(0.0..=1_048_576.0).contains(&v) {
+        return Err("must be 0 to 1048576 MiB".into());
+    }
+    Ok(v)
 }
 
 fn parse_payload(s: &str) -> Result<usize, String> {

@@ -179,6 +179,7 @@ pub async fn run(ctx: &Ctx, args: &ConnectionsArgs) -> Result<Report, BenchError
             rss_per_connection_kb,
         }),
         churn: None,
+        overload: None,
         broker_process: broker_process(ctx, broker_start, broker_connected, broker_end),
         sessions: None,
     })

@@ -283,6 +283,7 @@ fn build_report(
         latency_us: latency,
         connections: None,
         churn: None,
+        overload: None,
         broker_process: broker_process(ctx, broker_start, None, broker_end),
         sessions: None,
     }

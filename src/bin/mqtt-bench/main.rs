@@ -1,7 +1,9 @@
 //! `mqtt-bench`: a load generator for any MQTT 3.1.1 broker, built on this crate's codec, so
 //! the same tool measures `mqtt-server` and its peers (Mosquitto, rumqttd, ...).
 //!
-//! Scenarios: fan-in, fan-out, pairs, latency, connections, churn (see `--help`). Each reports
+//! Scenarios: fan-in, fan-out, pairs, latency, connections, churn (see `--help`), and the
+//! overload scenarios slow-consumer, flood, huge-packet and soak, which attack the broker while
+//! a bystander pair is measured and check what they find (a failed check is an error). Each reports
 //! messages sent, delivered, lost and errors (or connections, or churn operations) as a table,
 //! or as JSON with `--json`, and stops by itself within its time bounds. With
 //! `--persistent-sessions` every client keeps a session on the broker (Clean Session 0), and
@@ -15,14 +17,20 @@ mod ctx;
 mod fanin;
 mod fanout;
 mod fdlimit;
+mod flood;
 mod flow;
+mod huge;
 mod latency;
+mod overload;
 mod pairs;
+mod probe;
 mod proc;
 mod progress;
 mod publisher;
 mod report;
 mod sessions;
+mod slow;
+mod soak;
 mod stamp;
 mod stats;
 mod subscriber;
@@ -144,6 +152,10 @@ async fn run(scenario: &Scenario, origin: Instant, nofile: u64) -> Result<Report
         Scenario::Latency(a) => latency::run(&ctx, a).await,
         Scenario::Connections(a) => connections::run(&ctx, a).await,
         Scenario::Churn(a) => churn::run(&ctx, a).await,
+        Scenario::SlowConsumer(a) => slow::run(&ctx, a).await,
+        Scenario::Flood(a) => flood::run(&ctx, a).await,
+        Scenario::HugePacket(a) => huge::run(&ctx, a).await,
+        Scenario::Soak(a) => soak::run(&ctx, a).await,
     };
     // after a failed setup too: the sessions created before the failure are discarded
     let sessions = sessions::discard_all(&ctx.endpoint).await;

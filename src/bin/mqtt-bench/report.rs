@@ -2,6 +2,7 @@
 
 use serde::Serialize;
 
+use crate::overload::OverloadStats;
 use crate::proc::ProcSample;
 use crate::sessions::SessionStats;
 use crate::stats::LatencySummary;
@@ -34,6 +35,9 @@ pub struct Report {
     /// Subscription churn (churn).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub churn: Option<ChurnStats>,
+    /// Overload scenarios: phases, broker samples, figures and checks.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub overload: Option<OverloadStats>,
     /// The broker process, with `--broker-pid`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub broker_process: Option<BrokerProcess>,
@@ -270,6 +274,11 @@ impl Report {
                 row("retained received", c.retained_received.to_string());
             }
         }
+        if let Some(o) = &self.overload {
+            for (label, value) in o.rows() {
+                row(&label, value);
+            }
+        }
         if let Some(b) = &self.broker_process {
             let mut rss = format!("{} -> ", kib(b.start.rss_kb));
             if let Some(c) = &b.connected {
@@ -399,6 +408,7 @@ mod tests {
             latency_us: None,
             connections: None,
             churn: None,
+            overload: None,
             broker_process: None,
             sessions: None,
         };
@@ -428,6 +438,7 @@ mod tests {
             latency_us: None,
             connections: None,
             churn: None,
+            overload: None,
             broker_process: None,
             sessions: Some(SessionStats {
                 persistent: 2,
