@@ -508,6 +508,18 @@ async fn read_packet<R: AsyncRead + Unpin>(
             Ok(None) => {}
             Err(e) => return Err(ReadError::Decode(e)),
         }
+        if buf.is_empty() {
+            // Nothing buffered yet: wait for the first bytes in a small buffer inside this
+            // (boxed, short-lived) future, so that a socket that never sends — half-open, a
+            // connection flood — holds no 4 KiB heap read buffer while it waits. A CONNECT
+            // usually fits in it whole.
+            let mut first = [0u8; FIRST_READ];
+            match reader.read(&mut first).await {
+                Ok(0) | Err(_) => return Err(ReadError::Closed),
+                Ok(n) => buf.extend_from_slice(first.get(..n).unwrap_or_default()),
+            }
+            continue;
+        }
         reserve(buf);
         match reader.read_buf(buf).await {
             Ok(0) | Err(_) => return Err(ReadError::Closed),
@@ -515,6 +527,9 @@ async fn read_packet<R: AsyncRead + Unpin>(
         }
     }
 }
+
+/// Size of the first read of a connection (see `read_packet`).
+const FIRST_READ: usize = 256;
 
 #[cfg(test)]
 mod tests {
