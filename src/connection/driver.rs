@@ -25,7 +25,7 @@ use super::v5::{InboundV5, OutboundV5};
 use crate::broker::BrokerCore;
 use bytestring::ByteString;
 
-use crate::codec::{self, Disconnect, LastWill, Packet, Properties, ProtocolVersion};
+use crate::codec::{self, DecodeError, Disconnect, LastWill, Packet, Properties, ProtocolVersion};
 use crate::hooks::{ClientInfo, DisconnectReason};
 use crate::metrics::Metrics;
 use crate::session::{Outbound, Session};
@@ -156,7 +156,7 @@ impl<T: Transport> Driver<T> {
                         // connection, after a DISCONNECT with its reason code in MQTT 5.
                         ended = Some(Close {
                             reason: DisconnectReason::ProtocolError,
-                            code: e.reason_code(),
+                            code: disconnect_code(&e),
                         });
                         break;
                     }
@@ -365,6 +365,18 @@ async fn close<T: Transport>(
             while matches!(stream.read(&mut scratch).await, Ok(n) if n > 0) {}
         })
         .await;
+    }
+}
+
+/// The DISCONNECT reason code for a packet that failed to decode on an established connection.
+///
+/// A CONNECT refused for its protocol name or level is still a second CONNECT: a Protocol
+/// Error, 0x82 ([MQTT-3.1.0-2]). [`DecodeError::reason_code`] gives 0x84 Unsupported Protocol
+/// Version for it, a CONNACK-only code that DISCONNECT must not carry ([MQTT-3.14.2-1]).
+fn disconnect_code(e: &DecodeError) -> u8 {
+    match e {
+        DecodeError::UnsupportedProtocolLevel(_) | DecodeError::InvalidProtocolName => 0x82,
+        _ => e.reason_code(),
     }
 }
 
