@@ -7,45 +7,16 @@ mod common;
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use common::mqtt_bench::{self, Run};
 use common::{TestBroker, test_config};
 use serde_json::Value;
 
 /// Upper bound for one run of the binary.
 const RUN_TIMEOUT: Duration = Duration::from_secs(60);
 
-/// The outcome of one run.
-struct Run {
-    code: Option<i32>,
-    json: Value,
-    stderr: String,
-}
-
 /// Runs `mqtt-bench <scenario> <args> --port <broker port> --json --quiet`.
 async fn bench(addr: SocketAddr, scenario: &str, args: &[&str]) -> Run {
-    let port = addr.port().to_string();
-    let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_mqtt-bench"))
-        .arg(scenario)
-        .args(args)
-        .args(["--host", "127.0.0.1", "--port", &port, "--json", "--quiet"])
-        .kill_on_drop(true)
-        .output();
-    let output = tokio::time::timeout(RUN_TIMEOUT, child)
-        .await
-        .expect("mqtt-bench finishes within its bounds")
-        .expect("mqtt-bench starts");
-    let stdout = String::from_utf8_lossy(&output.stdout).to_string();
-    let stderr = String::from_utf8_lossy(&output.stderr).to_string();
-    let json = if stdout.trim().is_empty() {
-        Value::Null
-    } else {
-        serde_json::from_str(&stdout)
-            .unwrap_or_else(|e| panic!("report is not JSON ({e}): {stdout}\nstderr: {stderr}"))
-    };
-    Run {
-        code: output.status.code(),
-        json,
-        stderr,
-    }
+    mqtt_bench::run(addr, scenario, args, RUN_TIMEOUT).await
 }
 
 fn num(v: &Value, path: &[&str]) -> u64 {

@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod mosquitto;
+pub mod mqtt_bench;
 pub mod overload;
 
 use std::net::SocketAddr;

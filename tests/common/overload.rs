@@ -10,29 +10,20 @@ use serde_json::Value;
 pub const RUN_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// Runs `mqtt-bench <scenario> <args> --port <broker port> --json --quiet`; returns the exit
-/// status and the report.
+/// status and the report, which must be there.
 pub async fn bench(
     addr: SocketAddr,
     scenario: &str,
     args: &[&str],
     timeout: Duration,
 ) -> (i32, Value) {
-    let port = addr.port().to_string();
-    let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_mqtt-bench"))
-        .arg(scenario)
-        .args(args)
-        .args(["--host", "127.0.0.1", "--port", &port, "--json", "--quiet"])
-        .kill_on_drop(true)
-        .output();
-    let output = tokio::time::timeout(timeout, child)
-        .await
-        .expect("mqtt-bench finishes within its bounds")
-        .expect("mqtt-bench starts");
-    let stdout = String::from_utf8_lossy(&output.stdout).to_string();
-    let stderr = String::from_utf8_lossy(&output.stderr).to_string();
-    let json: Value = serde_json::from_str(&stdout)
-        .unwrap_or_else(|e| panic!("report is not JSON ({e}): {stdout}\nstderr: {stderr}"));
-    (output.status.code().unwrap_or(-1), json)
+    let run = super::mqtt_bench::run(addr, scenario, args, timeout).await;
+    assert!(
+        !run.json.is_null(),
+        "no JSON report; stderr: {}",
+        run.stderr
+    );
+    (run.code.unwrap_or(-1), run.json)
 }
 
 /// A figure of the report's overload section.
