@@ -77,6 +77,12 @@ struct PasswdArgs {
     password: Option<String>,
 }
 
+/// The daemon's allocator: jemalloc, whose background thread returns memory freed after a
+/// burst to the system (see the `jemalloc` feature in Cargo.toml).
+#[cfg(all(feature = "jemalloc", not(target_env = "msvc")))]
+#[global_allocator]
+static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 fn main() -> ExitCode {
     let args = Args::parse();
     if let Some(Command::Passwd(p)) = &args.command {

@@ -18,6 +18,7 @@ use tokio::time::Instant;
 
 use std::sync::Arc;
 
+use super::backpressure::PauseBudget;
 use super::finish;
 use super::handler::{Close, Handler};
 use super::outbound::encode_batch;
@@ -107,7 +108,10 @@ impl<T: Transport> Driver<T> {
         let mut outbound = self.outbound.take();
         // While set, reading is paused until a congested subscriber drains (boxed: rare, and
         // an idle connection should not carry its state).
-        let mut pause: Option<Pin<Box<dyn Future<Output = ()> + Send>>> = None;
+        // Its output: whether a congested subscriber drained (see `PauseBudget::end`).
+        let mut pause: Option<Pin<Box<dyn Future<Output = bool> + Send>>> = None;
+        // How much more this connection may be paused for congested subscribers.
+        let mut budget = PauseBudget::new(Instant::now());
         let max_packet = core.config.limits.max_packet_size as usize;
         let mut wbuf = BytesMut::new();
         let mut wpos = 0usize;
@@ -143,9 +147,19 @@ impl<T: Transport> Driver<T> {
                             ended = Some(reason);
                             break;
                         }
-                        if handler.congested.is_some() || handler.throttle.is_some() {
-                            // Leave the rest of the buffer until the subscriber catches up.
+                        if handler.throttle.is_some() {
+                            // Over the publish rate: leave the rest of the buffer (below).
                             break;
+                        }
+                        if let Some(congested) = handler.congested.take() {
+                            // Backpressure towards the publisher: leave the rest of the buffer
+                            // until the subscriber it congested catches up, within this
+                            // publisher's pause budget. Past the budget, carry on: the
+                            // subscriber's overflow is dropped, so one slow subscriber cannot
+                            // stall publishers (nor make this buffer grow while they wait).
+                            if let Some(limit) = budget.begin(Instant::now()) {
+                                pause = Some(Box::pin(congested.wait_drained(limit)));
+                            }
                         }
                     }
                     Ok(None) => break,
@@ -169,13 +183,15 @@ impl<T: Transport> Driver<T> {
                 // [MQTT-3.1.2-24] any control packet keeps the connection alive.
                 last_seen = Instant::now();
             }
-            if let Some(wait) = handler.throttle.take() {
+            if pause.is_none()
+                && let Some(wait) = handler.throttle.take()
+            {
                 // Over the publish rate: stop reading until the debt is repaid.
-                pause = Some(Box::pin(tokio::time::sleep(wait)));
-            } else if let Some(congested) = handler.congested.take() {
-                // Backpressure towards the publisher: stop reading until the subscriber it
-                // congested catches up (bounded by CONGESTION_GRACE).
-                pause = Some(Box::pin(congested.wait_drained()));
+                let sleep = tokio::time::sleep(wait);
+                pause = Some(Box::pin(async move {
+                    sleep.await;
+                    false
+                }));
             }
             if self.rbuf.is_empty() {
                 // Nothing partial is buffered: release the buffer (decoded packets keep what
@@ -247,10 +263,13 @@ impl<T: Transport> Driver<T> {
                 }
                 // New work, a takeover or shutdown: the checks at the top of the loop tell.
                 _ = &mut notified => {}
-                _ = poll_fn(|cx| match pause.as_mut() {
+                drained = poll_fn(|cx| match pause.as_mut() {
                     Some(p) => p.as_mut().poll(cx),
                     None => Poll::Pending,
-                }), if pause.is_some() => pause = None,
+                }), if pause.is_some() => {
+                    pause = None;
+                    budget.end(Instant::now(), drained);
+                }
                 r = poll_fn(|cx| self.stream.poll_read_ready(cx)), if !paused => {
                     if r.is_err() {
                         break NETWORK_ERROR;

@@ -4,6 +4,7 @@
 //!
 //! The connection never knows what transport it runs on: it takes any [`Transport`].
 
+mod backpressure;
 mod driver;
 mod expiry;
 mod handler;

@@ -171,9 +171,10 @@ pub struct SessionState {
     pub resend_inflight: bool,
     /// Messages dropped because the queue was full.
     pub dropped: u64,
-    /// Since when the queue of this online session has stood above half of
-    /// `max_queued_messages` (publishers then pause, see [`Enqueued::Congested`]).
-    pub congested_since: Option<std::time::Instant>,
+    /// The congestion episode under way: the queue of this online session went above half of
+    /// `max_queued_messages` (publishers then pause, see [`Enqueued::Congested`]). Boxed:
+    /// rare, and every session carries the field.
+    pub congestion: Option<Box<Congestion>>,
     /// Sequence number of the last QoS 1/2 delivery queued.
     pub next_seq: u64,
     /// Acknowledgements waiting for the store (they are sent in order, so later ones wait too).
@@ -211,6 +212,22 @@ pub struct Session {
 /// whose overflow is dropped rather than waited for.
 pub const CONGESTION_GRACE: std::time::Duration = std::time::Duration::from_millis(500);
 
+/// A congested subscriber whose queue has not shrunk for this long is not reading: publishers
+/// stop waiting for it at once rather than after the whole [`CONGESTION_GRACE`].
+pub const CONGESTION_STALL: std::time::Duration = std::time::Duration::from_millis(20);
+
+/// A congestion episode of one session: from its queue passing half of `max_queued_messages`
+/// until it is back under a quarter.
+#[derive(Debug)]
+pub struct Congestion {
+    /// When the episode began.
+    pub since: std::time::Instant,
+    /// When the queue last shrank during the episode (its client is reading).
+    pub progress: std::time::Instant,
+    /// Publishers no longer wait for this session: the grace passed, or it stalled.
+    pub given_up: bool,
+}
+
 /// The outcome of [`Session::enqueue`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Enqueued {
@@ -220,7 +237,9 @@ pub enum Enqueued {
     /// until it drains ([`Session::wait_drained`]), so that a burst slows publishers down
     /// rather than overflowing the queue and losing messages. A consumer that stays congested
     /// for [`CONGESTION_GRACE`] no longer pauses publishers: its overflow is dropped instead,
-    /// so one stuck client cannot stall the others.
+    /// so one stuck client cannot stall the others. Each publisher also has a pause budget
+    /// (`connection::backpressure`), so that many slow subscribers, one after another, cannot
+    /// either.
     Congested,
     /// Dropped: the queue is full, or QoS 0 for an offline client.
     Dropped,
@@ -229,10 +248,16 @@ pub enum Enqueued {
 impl SessionState {
     /// Ends a congestion episode once the queue is back under a quarter of its bound, waking
     /// the publishers that paused for it.
-    fn release_drained(&mut self, drained: &Notify) {
-        if self.congested_since.is_some() && self.pending.len() < self.limits.max_queued / 4 {
-            self.congested_since = None;
+    /// `progressed`: the queue just shrank (the client is reading).
+    fn release_drained(&mut self, drained: &Notify, progressed: bool) {
+        let Some(c) = self.congestion.as_mut() else {
+            return;
+        };
+        if self.pending.len() < self.limits.max_queued / 4 {
+            self.congestion = None;
             drained.notify_waiters();
+        } else if progressed {
+            c.progress = std::time::Instant::now();
         }
     }
 }
@@ -266,7 +291,7 @@ impl Session {
                 discarded: false,
                 resend_inflight: false,
                 dropped: 0,
-                congested_since: None,
+                congestion: None,
                 next_seq: 0,
                 acks_in_store: 0,
                 stored: false,
@@ -480,8 +505,14 @@ impl Session {
         let mut outcome = Enqueued::Queued;
         if online && st.pending.len() >= st.limits.max_queued / 2 {
             let now = std::time::Instant::now();
-            let since = *st.congested_since.get_or_insert(now);
-            if now.duration_since(since) < CONGESTION_GRACE {
+            let c = st.congestion.get_or_insert_with(|| {
+                Box::new(Congestion {
+                    since: now,
+                    progress: now,
+                    given_up: false,
+                })
+            });
+            if !c.given_up && now.duration_since(c.since) < CONGESTION_GRACE {
                 outcome = Enqueued::Congested;
             }
         }
@@ -543,6 +574,7 @@ impl Session {
             st.pending = VecDeque::new();
         }
         let mut now: Option<Instant> = None;
+        let queued_before = st.pending.len();
         while out.len() < max_items {
             let Some(front) = st.pending.front() else {
                 break;
@@ -616,7 +648,8 @@ impl Session {
                 extra: o.extra,
             });
         }
-        st.release_drained(&self.drained);
+        let progressed = st.pending.len() < queued_before;
+        st.release_drained(&self.drained, progressed);
         true
     }
 
@@ -634,7 +667,7 @@ impl Session {
         if let Some(o) = &next {
             self.write_dequeue(&st, o.seq, o.on_disk);
         }
-        st.release_drained(&self.drained);
+        st.release_drained(&self.drained, next.is_some());
         next
     }
 
@@ -826,7 +859,7 @@ impl Session {
         st.connection = None;
         self.online.store(false, Ordering::Release);
         st.control.clear();
-        if st.congested_since.take().is_some() {
+        if st.congestion.take().is_some() {
             self.drained.notify_waiters();
         }
         if !st.limits.queue_qos0_offline {
@@ -1022,24 +1055,46 @@ impl Session {
 
     /// Whether publishers should still wait for this session's queue to drain.
     pub fn is_congested(&self) -> bool {
-        self.state.lock().congested_since.is_some()
+        self.state
+            .lock()
+            .congestion
+            .as_ref()
+            .is_some_and(|c| !c.given_up)
     }
 
-    /// Waits until this session's queue has drained below a quarter of its bound, the session
-    /// goes offline, or [`CONGESTION_GRACE`] has passed.
-    pub async fn wait_drained(self: Arc<Self>) {
-        let _ = tokio::time::timeout(CONGESTION_GRACE, async {
-            loop {
-                let drained = self.drained.notified();
-                tokio::pin!(drained);
-                drained.as_mut().enable();
-                if !self.is_congested() {
-                    return;
+    /// Waits until this session's queue has drained below a quarter of its bound or the
+    /// session goes offline (returns true), or until `limit` (at most [`CONGESTION_GRACE`])
+    /// has passed (false). A session whose queue has not shrunk for [`CONGESTION_STALL`] is not
+    /// reading: the wait ends at once (false) and publishers stop waiting for it for the rest of
+    /// the episode (its overflow is dropped).
+    pub async fn wait_drained(self: Arc<Self>, limit: std::time::Duration) -> bool {
+        let deadline = tokio::time::Instant::now() + limit.min(CONGESTION_GRACE);
+        loop {
+            let drained = self.drained.notified();
+            tokio::pin!(drained);
+            drained.as_mut().enable();
+            let stall_at = {
+                let mut st = self.state.lock();
+                let Some(c) = st.congestion.as_mut() else {
+                    return true;
+                };
+                let stall_at = c.progress + CONGESTION_STALL;
+                if !c.given_up && std::time::Instant::now() >= stall_at {
+                    c.given_up = true;
                 }
-                drained.await;
+                if c.given_up {
+                    return false;
+                }
+                tokio::time::Instant::from_std(stall_at)
+            };
+            if tokio::time::Instant::now() >= deadline {
+                return false;
             }
-        })
-        .await;
+            tokio::select! {
+                _ = drained => {}
+                _ = tokio::time::sleep_until(stall_at.min(deadline)) => {}
+            }
+        }
     }
 }
 
