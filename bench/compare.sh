@@ -8,6 +8,9 @@
 set -euo pipefail
 
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+SCRIPT=compare.sh
+# shellcheck source=bench/lib.sh
+. "$REPO/bench/lib.sh"
 INVOCATION="bench/compare.sh${*:+ $*}"
 
 ROUNDS=3
@@ -62,9 +65,6 @@ Example, a quick try: bench/compare.sh --rounds 1 --duration 2 --out /tmp/b.md
 EOF
 }
 
-die() { printf 'compare.sh: %s\n' "$*" >&2; exit 1; }
-log() { printf '[%s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
-
 while [ $# -gt 0 ]; do
     case $1 in
         --rounds) ROUNDS=$2; shift 2 ;;
@@ -97,30 +97,11 @@ for s in ${SCENARIOS//,/ }; do
 done
 has_scenario() { [[ ,$SCENARIOS, == *,$1,* ]]; }
 command -v python3 >/dev/null || die "python3 is required (json module only)"
-command -v ss >/dev/null || die "ss (iproute2) is required"
 case $OUT in /*) ;; *) OUT="$PWD/$OUT" ;; esac
 
 # --- binaries ---------------------------------------------------------------------------
-TARGET_DIR=${CARGO_TARGET_DIR:-$REPO/target}
-if [ "$BUILD" = 1 ]; then
-    log "cargo build --release --bins"
-    (cd "$REPO" && cargo build --release --bins) ||
-        die "the release build failed (--no-build benchmarks the binaries already in target/release)"
-fi
-SERVER_BIN=$TARGET_DIR/release/mqtt-server
-BENCH_BIN=$TARGET_DIR/release/mqtt-bench
-[ -x "$SERVER_BIN" ] && [ -x "$BENCH_BIN" ] || die "no release binaries in $TARGET_DIR/release"
-
-as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
-MOSQUITTO=$(command -v mosquitto || true)
-[ -n "$MOSQUITTO" ] || { [ -x /usr/sbin/mosquitto ] && MOSQUITTO=/usr/sbin/mosquitto; } || true
-if [ -z "$MOSQUITTO" ]; then
-    log "installing Debian's mosquitto (apt-get)"
-    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y mosquitto >/dev/null ||
-        { as_root apt-get update >/dev/null && as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y mosquitto >/dev/null; }
-    MOSQUITTO=/usr/sbin/mosquitto
-fi
-[ -x "$MOSQUITTO" ] || die "mosquitto not found after installation"
+release_binaries
+find_mosquitto
 
 RUMQTTD=""
 RUMQTTD_NOTE=""
@@ -191,43 +172,11 @@ write_config() {
     case $b in
         mqtt-server)
             f=$WORK/conf/mqtt-server-$maxc.toml
-            cat >"$f" <<EOF
-log_level = "warn"
-
-[[listener]]
-bind = "127.0.0.1:$port"
-
-[limits]
-max_packet_size = 1048576
-max_connections = $maxc
-connect_timeout_secs = 10
-max_inflight_messages = 20
-max_queued_messages = 1000
-
-[mqtt]
-queue_qos0_messages = false
-EOF
+            write_server_config "$f" "$port" "$maxc"
             ;;
         mosquitto)
             f=$WORK/conf/mosquitto-$maxc.conf
-            cat >"$f" <<EOF
-user root
-persistence false
-log_dest stderr
-log_type error
-log_type warning
-set_tcp_nodelay true
-max_packet_size 1048576
-max_inflight_messages 20
-max_queued_messages 1000
-queue_qos0_messages false
-listener $port 127.0.0.1
-allow_anonymous true
-max_connections $maxc
-EOF
-            # `user root` keeps the privileges it is started with (it would otherwise switch to
-            # the `mosquitto` user and lose the raised open-files limit); drop it for non-root.
-            [ "$(id -u)" = 0 ] || sed -i '/^user root$/d' "$f"
+            write_mosquitto_config "$f" "$port" "$maxc"
             ;;
         rumqttd)
             f=$WORK/conf/rumqttd-$maxc.toml
@@ -265,38 +214,15 @@ broker_argv() {
     esac
 }
 
-listening() { ss -Hltn "sport = :$1" | grep -q .; }
-
 # Starts broker $1 allowing $2 connections; sets BPID.
 start_broker() {
-    local b=$1 maxc=$2 port cfg i
-    port=$(port_of "$b")
-    listening "$port" && die "port $port is already in use (try --base-port)"
-    cfg=$(write_config "$b" "$maxc")
-    broker_argv "$b" "$cfg"
-    "${BARGV[@]}" >>"$WORK/logs/$b.log" 2>&1 &
-    BPID=$!
-    for i in $(seq 100); do
-        listening "$port" && return 0
-        kill -0 "$BPID" 2>/dev/null || break
-        sleep 0.1
-    done
-    tail -5 "$WORK/logs/$b.log" >&2
-    die "$b did not start listening on 127.0.0.1:$port"
+    local cfg
+    cfg=$(write_config "$1" "$2")
+    broker_argv "$1" "$cfg"
+    start_broker_process "$1" "$(port_of "$1")" "$WORK/logs/$1.log" "${BARGV[@]}"
 }
 
-stop_broker() {
-    local port i
-    [ -n "$BPID" ] || return 0
-    kill "$BPID" 2>/dev/null || true
-    for i in $(seq 50); do kill -0 "$BPID" 2>/dev/null || break; sleep 0.1; done
-    kill -9 "$BPID" 2>/dev/null || true
-    wait "$BPID" 2>/dev/null || true
-    BPID=""
-}
-
-status_kb() { awk -v k="$1:" '$1 == k { print $2 }' "/proc/$BPID/status" 2>/dev/null || echo 0; }
-fd_count() { { ls -U "/proc/$BPID/fd" 2>/dev/null || true; } | wc -l; }
+stop_broker() { stop_broker_process 5; }
 
 # record KIND GROUP BROKER ROUND FILE PEAK_KB RC EXTRA
 record() { printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$@" >>"$MANIFEST"; }

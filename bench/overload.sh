@@ -11,6 +11,9 @@
 set -euo pipefail
 
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+SCRIPT=overload.sh
+# shellcheck source=bench/lib.sh
+. "$REPO/bench/lib.sh"
 DURATION=20
 PHASE=5
 SOAK=1800
@@ -69,10 +72,6 @@ while [ $# -gt 0 ]; do
     esac
 done
 
-log() { echo "overload.sh: $*" >&2; }
-die() { log "$*"; exit 1; }
-as_root() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }
-
 if [ -n "$KEEP" ]; then
     WORK=$KEEP
     mkdir -p "$WORK"
@@ -82,23 +81,9 @@ fi
 mkdir -p "$WORK/raw" "$WORK/conf" "$WORK/log"
 
 cd "$REPO"
-if [ "$BUILD" = 1 ]; then
-    log "building the release binaries"
-    cargo build --release --bins >/dev/null
-fi
-SERVER=$REPO/target/release/mqtt-server
-BENCH=$REPO/target/release/mqtt-bench
-[ -x "$SERVER" ] && [ -x "$BENCH" ] || die "release binaries missing (drop --no-build)"
-
+release_binaries
 if [[ ",$BROKERS," == *",mosquitto,"* ]]; then
-    MOSQUITTO=$(command -v mosquitto || true)
-    [ -n "$MOSQUITTO" ] || { [ -x /usr/sbin/mosquitto ] && MOSQUITTO=/usr/sbin/mosquitto; } || true
-    if [ -z "$MOSQUITTO" ]; then
-        log "installing Debian's mosquitto (apt-get)"
-        as_root apt-get update -qq >/dev/null
-        as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq mosquitto >/dev/null
-        MOSQUITTO=/usr/sbin/mosquitto
-    fi
+    find_mosquitto
 fi
 
 # the open-file limit: brokers and mqtt-bench inherit the hard limit
@@ -116,67 +101,27 @@ config_of() {
     case $1 in
         mqtt-server)
             f=$WORK/conf/mqtt-server.toml
-            cat >"$f" <<EOF
-log_level = "warn"
-
-[[listener]]
-bind = "127.0.0.1:$port"
-allow_anonymous = true
-
-[limits]
-max_packet_size = 1048576
-max_connections = $((NOFILE - 100))
-connect_timeout_secs = 10
-max_inflight_messages = 20
-max_queued_messages = 1000
-EOF
+            write_server_config "$f" "$port" $((NOFILE - 100))
             ;;
         mosquitto)
             f=$WORK/conf/mosquitto.conf
-            cat >"$f" <<EOF
-user root
-persistence false
-log_dest stderr
-log_type error
-log_type warning
-set_tcp_nodelay true
-max_packet_size 1048576
-max_inflight_messages 20
-max_queued_messages 1000
-queue_qos0_messages false
-listener $port 127.0.0.1
-allow_anonymous true
-max_connections $((NOFILE - 100))
-EOF
-            [ "$(id -u)" = 0 ] || sed -i '/^user root$/d' "$f"
+            write_mosquitto_config "$f" "$port" $((NOFILE - 100))
             ;;
     esac
     echo "$f"
 }
 
-BROKER_PID=""
+BPID=""
 start_broker() {
-    local conf port
+    local conf
     conf=$(config_of "$1")
-    port=$(port_of "$1")
     case $1 in
-        mqtt-server) "$SERVER" -c "$conf" >"$WORK/log/$1.log" 2>&1 & ;;
-        mosquitto) "$MOSQUITTO" -c "$conf" >"$WORK/log/$1.log" 2>&1 & ;;
+        mqtt-server) start_broker_process "$1" "$(port_of "$1")" "$WORK/log/$1.log" "$SERVER_BIN" -c "$conf" ;;
+        mosquitto) start_broker_process "$1" "$(port_of "$1")" "$WORK/log/$1.log" "$MOSQUITTO" -c "$conf" ;;
     esac
-    BROKER_PID=$!
-    for _ in $(seq 100); do
-        if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then return 0; fi
-        sleep 0.1
-    done
-    die "$1 did not listen on port $port (log: $(tail -5 "$WORK/log/$1.log"))"
 }
 
-stop_broker() {
-    [ -n "$BROKER_PID" ] || return 0
-    kill "$BROKER_PID" 2>/dev/null || true
-    wait "$BROKER_PID" 2>/dev/null || true
-    BROKER_PID=""
-}
+stop_broker() { stop_broker_process 10; }
 trap 'stop_broker; [ -n "$KEEP" ] || rm -rf "$WORK"' EXIT
 
 FAILED=0
@@ -186,7 +131,7 @@ run() { # broker scenario args...
     port=$(port_of "$broker")
     out=$WORK/raw/${scenario}_${broker}.json
     log "$broker: mqtt-bench $scenario $*"
-    if "$BENCH" "$scenario" --port "$port" --broker-pid "$BROKER_PID" --json --quiet "$@" \
+    if "$BENCH_BIN" "$scenario" --port "$port" --broker-pid "$BPID" --json --quiet "$@" \
         >"$out" 2>"$out.err"; then
         :
     else

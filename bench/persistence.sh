@@ -11,6 +11,9 @@
 set -euo pipefail
 
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+SCRIPT=persistence.sh
+# shellcheck source=bench/lib.sh
+. "$REPO/bench/lib.sh"
 INVOCATION="bench/persistence.sh${*:+ $*}"
 
 ROUNDS=3
@@ -65,9 +68,6 @@ Example, a quick try: bench/persistence.sh --rounds 1 --duration 2 --out /tmp/p.
 EOF
 }
 
-die() { printf 'persistence.sh: %s\n' "$*" >&2; exit 1; }
-log() { printf '[%s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
-
 while [ $# -gt 0 ]; do
     case $1 in
         --rounds) ROUNDS=$2; shift 2 ;;
@@ -101,32 +101,14 @@ for s in ${SCENARIOS//,/ }; do
 done
 has_scenario() { [[ ,$SCENARIOS, == *,$1,* ]]; }
 command -v python3 >/dev/null || die "python3 is required (json module only)"
-command -v ss >/dev/null || die "ss (iproute2) is required"
 case $OUT in /*) ;; *) OUT="$PWD/$OUT" ;; esac
 
 # --- binaries ---------------------------------------------------------------------------
-TARGET_DIR=${CARGO_TARGET_DIR:-$REPO/target}
-if [ "$BUILD" = 1 ]; then
-    log "cargo build --release --bins"
-    (cd "$REPO" && cargo build --release --bins) ||
-        die "the release build failed (--no-build benchmarks the binaries already in target/release)"
-fi
-SERVER_BIN=$TARGET_DIR/release/mqtt-server
-BENCH_BIN=$TARGET_DIR/release/mqtt-bench
-[ -x "$SERVER_BIN" ] && [ -x "$BENCH_BIN" ] || die "no release binaries in $TARGET_DIR/release"
+release_binaries
 "$BENCH_BIN" pairs --help | grep -q -- --persistent-sessions ||
     die "$BENCH_BIN has no --persistent-sessions option: rebuild it"
 
-as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
-MOSQUITTO=$(command -v mosquitto || true)
-[ -n "$MOSQUITTO" ] || { [ -x /usr/sbin/mosquitto ] && MOSQUITTO=/usr/sbin/mosquitto; } || true
-if [ -z "$MOSQUITTO" ]; then
-    log "installing Debian's mosquitto (apt-get)"
-    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y mosquitto >/dev/null ||
-        { as_root apt-get update >/dev/null && as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y mosquitto >/dev/null; }
-    MOSQUITTO=/usr/sbin/mosquitto
-fi
-[ -x "$MOSQUITTO" ] || die "mosquitto not found after installation"
+find_mosquitto
 
 # The variants, in the order they alternate within a round.
 VARIANTS=(off periodic sync mosquitto)
@@ -176,22 +158,7 @@ write_config() {
     case $v in
         off | periodic | sync)
             f=$WORK/conf/mqtt-server-$v.toml
-            cat >"$f" <<EOF
-log_level = "warn"
-
-[[listener]]
-bind = "127.0.0.1:$port"
-
-[limits]
-max_packet_size = 1048576
-max_connections = 10000
-connect_timeout_secs = 10
-max_inflight_messages = 20
-max_queued_messages = 1000
-
-[mqtt]
-queue_qos0_messages = false
-EOF
+            write_server_config "$f" "$port" 10000
             if [ "$v" != off ]; then
                 cat >>"$f" <<EOF
 
@@ -205,24 +172,8 @@ EOF
             ;;
         mosquitto)
             f=$WORK/conf/mosquitto.conf
-            cat >"$f" <<EOF
-user root
-persistence true
-persistence_location $store/
-autosave_interval $MOSQ_AUTOSAVE
-log_dest stderr
-log_type error
-log_type warning
-set_tcp_nodelay true
-max_packet_size 1048576
-max_inflight_messages 20
-max_queued_messages 1000
-queue_qos0_messages false
-listener $port 127.0.0.1
-allow_anonymous true
-max_connections 10000
-EOF
-            [ "$(id -u)" = 0 ] || sed -i '/^user root$/d' "$f"
+            write_mosquitto_config "$f" "$port" 10000 "persistence true" \
+                "persistence_location $store/" "autosave_interval $MOSQ_AUTOSAVE"
             ;;
     esac
     echo "$f"
@@ -236,38 +187,16 @@ broker_argv() {
     esac
 }
 
-listening() { ss -Hltn "sport = :$1" | grep -q .; }
-
 # Starts variant $1 on the empty store directory $2; sets BPID.
 start_broker() {
-    local v=$1 store=$2 port cfg i
-    port=$(port_of "$v")
-    listening "$port" && die "port $port is already in use (try --base-port)"
-    cfg=$(write_config "$v" "$store")
-    broker_argv "$v" "$cfg"
-    "${BARGV[@]}" >>"$WORK/logs/$v.log" 2>&1 &
-    BPID=$!
-    for i in $(seq 100); do
-        listening "$port" && return 0
-        kill -0 "$BPID" 2>/dev/null || break
-        sleep 0.1
-    done
-    tail -5 "$WORK/logs/$v.log" >&2
-    die "$v did not start listening on 127.0.0.1:$port"
+    local cfg
+    cfg=$(write_config "$1" "$2")
+    broker_argv "$1" "$cfg"
+    start_broker_process "$1" "$(port_of "$1")" "$WORK/logs/$1.log" "${BARGV[@]}"
 }
 
 # Stops the broker (SIGTERM: both flush their store on the way out; SIGKILL after 20 s).
-stop_broker() {
-    local i
-    [ -n "$BPID" ] || return 0
-    kill "$BPID" 2>/dev/null || true
-    for i in $(seq 200); do kill -0 "$BPID" 2>/dev/null || break; sleep 0.1; done
-    kill -9 "$BPID" 2>/dev/null || true
-    wait "$BPID" 2>/dev/null || true
-    BPID=""
-}
-
-status_kb() { awk -v k="$1:" '$1 == k { print $2 }' "/proc/$BPID/status" 2>/dev/null || echo 0; }
+stop_broker() { stop_broker_process 20; }
 # CPU seconds (user + system) the broker has used so far.
 cpu_s() {
     awk -v hz="$(getconf CLK_TCK)" '{ sub(/^.*\) /, ""); printf "%.2f\n", ($12 + $13) / hz }' "/proc/$BPID/stat" 2>/dev/null || echo 0

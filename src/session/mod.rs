@@ -1053,15 +1053,6 @@ impl Session {
         self.state.lock().control.len()
     }
 
-    /// Whether publishers should still wait for this session's queue to drain.
-    pub fn is_congested(&self) -> bool {
-        self.state
-            .lock()
-            .congestion
-            .as_ref()
-            .is_some_and(|c| !c.given_up)
-    }
-
     /// Waits until this session's queue has drained below a quarter of its bound or the
     /// session goes offline (returns true), or until `limit` (at most [`CONGESTION_GRACE`])
     /// has passed (false). A session whose queue has not shrunk for [`CONGESTION_STALL`] is not

@@ -2447,6 +2447,73 @@ def _(env):
     return None
 
 
+@case("overload: a '#' subscriber that reads slowly during a flood",
+      "Issue 7: a bystander client must keep its message flow. A '#' subscriber that keeps "
+      "reading, but only 4 KiB every 10 ms, while a publisher floods: a private QoS 1 pair "
+      "(one message per 20 ms) must keep at least half its rate and never wait 0.3 s")
+def _(env):
+    pair = Bystander(env)
+    stop = threading.Event()
+    errs = []
+
+    def flood():
+        try:
+            pub, _ = do_connect(env, 4)
+            chunk = publish_pkt(new_id("flood-slowread/"), b"z" * 1024) * 20
+            pub.sock.settimeout(TIMEOUT)
+            while not stop.is_set():
+                pub.sock.sendall(chunk)
+            pub.close()
+        except (OSError, Setup) as e:
+            errs.append(f"the flooding publisher failed: {e}")
+
+    def slow_reader():
+        try:
+            slow = Conn(env, 4)
+            slow.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+            slow.send(connect_pkt(4) + subscribe_pkt(1, [("#", 0)]))
+            slow.sock.settimeout(TIMEOUT)
+            got = 0
+            while not stop.is_set():
+                chunk = slow.sock.recv(4096)
+                if not chunk:
+                    errs.append("the slow reader was disconnected")
+                    return
+                got += len(chunk)
+                stop.wait(0.010)
+            slow.close()
+            if got == 0:
+                errs.append("the slow reader received nothing")
+        except (OSError, Setup) as e:
+            errs.append(f"the slow reader failed: {e}")
+
+    threads = [threading.Thread(target=flood, daemon=True),
+               threading.Thread(target=slow_reader, daemon=True)]
+    start = time.monotonic()
+    try:
+        for t in threads:
+            t.start()
+        stop.wait(4.0)
+    finally:
+        stop.set()
+        took = time.monotonic() - start
+        ok, report = pair.finish()
+        for t in threads:
+            t.join(TIMEOUT)
+    if errs:
+        return errs[0]
+    if not ok:
+        return f"the pair's flow broke: {report}"
+    nominal = took / PERIOD
+    if pair.sent < nominal / 2:
+        return (f"expected at least {nominal / 2:.0f} of the pair's {nominal:.0f} nominal "
+                f"messages, got {pair.sent} in {took:.1f}s "
+                f"({100 * pair.sent / nominal:.0f}%; {report})")
+    if pair.max_gap > 0.3 or pair.max_ack_wait > 0.3:
+        return f"the pair waited too long: {report}"
+    return None
+
+
 @case("overload: 300 connections sending malformed packets at once", "5.0 4.13 / 3.1.1 4.8: "
       "each offending connection is closed; the others (and the bystander) are unaffected")
 def _(env):

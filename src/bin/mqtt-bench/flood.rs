@@ -14,8 +14,8 @@ use tokio_util::sync::CancellationToken;
 
 use crate::cli::FloodArgs;
 use crate::ctx::{BenchError, Ctx};
-use crate::overload::{OverloadStats, finish};
-use crate::probe::{Sampler, Streams, pause};
+use crate::overload::{self, Opening, finish};
+use crate::probe::pause;
 use crate::report::{Report, per_second};
 use crate::stats::Live;
 
@@ -24,22 +24,12 @@ pub async fn run(ctx: &Ctx, args: &FloodArgs) -> Result<Report, BenchError> {
     let churners = args.churners as usize;
     let half_open = args.half_open as usize;
     ctx.check_fds(churners + half_open + 4)?;
-    let sampler = Sampler::start(ctx.common.broker_pid);
-    let mut o = OverloadStats::default();
-    o.sample("baseline", sampler.now());
-    let mut by = Streams::new();
-    by.add(
-        ctx,
-        "bystander",
-        mqtt_server::QoS::AtLeastOnce,
-        args.probe.bystander_rate,
-    )
-    .await?;
-    pause(args.probe.phase).await;
-    let before = by.phase("before");
-    o.sample("with_bystander", sampler.now());
-
-    let _ = sampler.take_peak();
+    let Opening {
+        sampler,
+        mut o,
+        mut by,
+        before,
+    } = overload::open(ctx, &args.probe).await?;
     let start = Instant::now();
     let until = start + ctx.duration();
     let ops = Arc::new(AtomicU64::new(0));

@@ -18,8 +18,8 @@ use tokio::task::JoinSet;
 use crate::cli::HugePacketArgs;
 use crate::client::VERSION;
 use crate::ctx::{BenchError, Ctx};
-use crate::overload::{OverloadStats, finish};
-use crate::probe::{Sampler, Streams, pause};
+use crate::overload::{self, Opening, finish};
+use crate::probe::pause;
 use crate::report::Report;
 
 /// The least time an attempt is given to be closed by the broker.
@@ -57,20 +57,12 @@ pub fn fixed_header(first_byte: u8, remaining: u32) -> Vec<u8> {
 pub async fn run(ctx: &Ctx, args: &HugePacketArgs) -> Result<Report, BenchError> {
     let attackers = args.attackers as usize;
     ctx.check_fds(attackers + 4)?;
-    let sampler = Sampler::start(ctx.common.broker_pid);
-    let mut o = OverloadStats::default();
-    let mut by = Streams::new();
-    by.add(
-        ctx,
-        "bystander",
-        mqtt_server::QoS::AtLeastOnce,
-        args.probe.bystander_rate,
-    )
-    .await?;
-    pause(args.probe.phase).await;
-    let before = by.phase("before");
-    o.sample("baseline", sampler.now());
-    let _ = sampler.take_peak();
+    let Opening {
+        sampler,
+        mut o,
+        mut by,
+        before,
+    } = overload::open(ctx, &args.probe).await?;
 
     let until = Instant::now() + ctx.duration();
     let mut set = JoinSet::new();
@@ -151,7 +143,7 @@ pub async fn run(ctx: &Ctx, args: &HugePacketArgs) -> Result<Report, BenchError>
         ),
     );
     if let (Some(b), Some(p)) = (
-        o.broker.get("baseline").and_then(|s| s.rss_kb),
+        o.broker.get("with_bystander").and_then(|s| s.rss_kb),
         o.broker.get("peak_during").and_then(|s| s.rss_kb),
     ) {
         let growth = p.saturating_sub(b);

@@ -6,10 +6,50 @@ use std::collections::BTreeMap;
 
 use serde::Serialize;
 
+use crate::cli::ProbeArgs;
 use crate::ctx::{BenchError, Ctx};
-use crate::probe::Phase;
+use crate::probe::{Phase, Sampler, Streams, pause};
 use crate::proc::ProcSample;
 use crate::report::{Report, secs};
+
+/// The common opening of an attack scenario, before the attack itself.
+pub struct Opening {
+    /// Samples the broker process (RSS, open files, peak).
+    pub sampler: Sampler,
+    /// The report section, with the samples `baseline` (before any client of ours) and
+    /// `with_bystander` (after the `before` phase); the sampler's peak starts from there.
+    pub o: OverloadStats,
+    /// The bystander pair, still running.
+    pub by: Streams,
+    /// The bystander's `before` phase.
+    pub before: Phase,
+}
+
+/// Opens an attack scenario: samples the broker's baseline, starts the bystander pair and
+/// measures its `before` phase.
+pub async fn open(ctx: &Ctx, probe: &ProbeArgs) -> Result<Opening, BenchError> {
+    let sampler = Sampler::start(ctx.common.broker_pid);
+    let mut o = OverloadStats::default();
+    o.sample("baseline", sampler.now());
+    let mut by = Streams::new();
+    by.add(
+        ctx,
+        "bystander",
+        mqtt_server::QoS::AtLeastOnce,
+        probe.bystander_rate,
+    )
+    .await?;
+    pause(probe.phase).await;
+    let before = by.phase("before");
+    o.sample("with_bystander", sampler.now());
+    let _ = sampler.take_peak();
+    Ok(Opening {
+        sampler,
+        o,
+        by,
+        before,
+    })
+}
 
 /// What an overload scenario measured.
 #[derive(Debug, Default, Serialize)]

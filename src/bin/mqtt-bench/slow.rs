@@ -17,8 +17,8 @@ use tokio_util::sync::CancellationToken;
 use crate::cli::SlowConsumerArgs;
 use crate::client::{ClientError, Conn};
 use crate::ctx::{BenchError, Ctx};
-use crate::overload::{OverloadStats, finish};
-use crate::probe::{self, Sampler, Stream, Streams, connect, pause};
+use crate::overload::{self, Opening, finish};
+use crate::probe::{self, Stream, connect, pause};
 use crate::report::{Report, per_second};
 
 /// A slow consumer's drain ends after this long without a packet.
@@ -28,19 +28,12 @@ const DRAIN_IDLE: Duration = Duration::from_secs(1);
 pub async fn run(ctx: &Ctx, args: &SlowConsumerArgs) -> Result<Report, BenchError> {
     let n_pub = args.publishers as usize;
     ctx.check_fds(n_pub + 6)?;
-    let sampler = Sampler::start(ctx.common.broker_pid);
-    let mut o = OverloadStats::default();
-    o.sample("baseline", sampler.now());
-    let mut by = Streams::new();
-    by.add(
-        ctx,
-        "bystander",
-        QoS::AtLeastOnce,
-        args.probe.bystander_rate,
-    )
-    .await?;
-    pause(args.probe.phase).await;
-    let before = by.phase("before");
+    let Opening {
+        sampler,
+        mut o,
+        mut by,
+        before,
+    } = overload::open(ctx, &args.probe).await?;
 
     let topic = ctx.topic("flood");
     let mut slow = Vec::new();
