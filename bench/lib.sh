@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # bench/lib.sh: what the benchmark scripts (compare.sh, persistence.sh, overload.sh) share —
 # messages, the release binaries, Debian's Mosquitto, and starting and stopping one broker
 # process. Sourced, not run: set SCRIPT (the name shown in messages) and REPO first.
@@ -41,12 +42,12 @@ listening() { ss -Hltn "sport = :$1" | grep -q .; }
 # start_broker_process NAME PORT LOGFILE COMMAND...: starts a broker in the background (output
 # appended to LOGFILE) and waits up to 10 s until it listens on PORT; sets BPID.
 start_broker_process() {
-    local name=$1 port=$2 logfile=$3 i
+    local name=$1 port=$2 logfile=$3
     shift 3
     listening "$port" && die "port $port is already in use (try --base-port)"
     "$@" >>"$logfile" 2>&1 &
     BPID=$!
-    for i in $(seq 100); do
+    for _ in $(seq 100); do
         listening "$port" && return 0
         kill -0 "$BPID" 2>/dev/null || break
         sleep 0.1
@@ -58,10 +59,10 @@ start_broker_process() {
 # stop_broker_process [SECONDS]: SIGTERM to BPID, SIGKILL if it is still running after SECONDS
 # (default 5; a broker flushing a store may need longer).
 stop_broker_process() {
-    local tenths=$((${1:-5} * 10)) i
+    local tenths=$((${1:-5} * 10))
     [ -n "${BPID:-}" ] || return 0
     kill "$BPID" 2>/dev/null || true
-    for i in $(seq "$tenths"); do kill -0 "$BPID" 2>/dev/null || break; sleep 0.1; done
+    for _ in $(seq "$tenths"); do kill -0 "$BPID" 2>/dev/null || break; sleep 0.1; done
     kill -9 "$BPID" 2>/dev/null || true
     wait "$BPID" 2>/dev/null || true
     BPID=""

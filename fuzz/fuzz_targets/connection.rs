@@ -5,10 +5,13 @@
 //! ```
 //!
 //! One broker runs for the whole process, on 127.0.0.1 port 0, inside a current-thread tokio
-//! runtime created once. Each input is what one client sends: written to a fresh TCP
-//! connection, which is then half-closed; the harness reads what the broker answers until it
-//! closes the connection (or stays silent for [`IDLE`]). The broker's state (sessions,
-//! subscriptions, retained messages) carries over from input to input, as on a live server.
+//! runtime created once. Each input is what up to [`MAX_CLIENTS`] clients send, their byte
+//! streams separated by [`SEPARATOR`]: each is written to a fresh TCP connection, all at once
+//! (so one client's PUBLISH reaches another's subscription, a second CONNECT with the same
+//! client id takes a session over, shared subscriptions pick between members...), then
+//! half-closed; the harness reads what the broker answers each until it closes the connection
+//! (or stays silent for [`IDLE`]). The broker's state (sessions, subscriptions, retained
+//! messages) carries over from input to input, as on a live server.
 //!
 //! Checked:
 //! - nothing panics, in the harness or in any broker task (libfuzzer-sys's panic hook aborts
@@ -34,6 +37,10 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::runtime::Runtime;
 
+/// Separates the byte streams of the clients of one input.
+const SEPARATOR: &[u8] = b"\n--client--\n";
+/// Most clients per input (the rest of the input goes to the last one).
+const MAX_CLIENTS: usize = 4;
 /// How long the harness waits for more bytes from the broker before giving up on an input.
 const IDLE: Duration = Duration::from_millis(20);
 /// A liveness probe every this many inputs.
@@ -88,12 +95,61 @@ fn harness() -> &'static Harness {
 fuzz_target!(|data: &[u8]| {
     let h = harness();
     let n = INPUTS.fetch_add(1, Ordering::Relaxed);
-    let reply = h.runtime.block_on(exchange(h.addr, data));
-    check_reply(data, &reply);
+    let clients = split_clients(data);
+    let replies = h.runtime.block_on(async {
+        let exchanges = clients.iter().map(|c| exchange(h.addr, c));
+        join_all(exchanges).await
+    });
+    for (client, reply) in clients.iter().zip(&replies) {
+        check_reply(client, reply);
+    }
     if n.is_multiple_of(PROBE_EVERY) {
         h.runtime.block_on(probe(h.addr));
     }
 });
+
+/// The clients' byte streams of one input: split at [`SEPARATOR`], at most [`MAX_CLIENTS`].
+fn split_clients(data: &[u8]) -> Vec<&[u8]> {
+    let mut clients = Vec::new();
+    let mut rest = data;
+    while clients.len() + 1 < MAX_CLIENTS {
+        match rest.windows(SEPARATOR.len()).position(|w| w == SEPARATOR) {
+            Some(at) => {
+                clients.push(rest.get(..at).unwrap_or_default());
+                rest = rest.get(at + SEPARATOR.len()..).unwrap_or_default();
+            }
+            None => break,
+        }
+    }
+    clients.push(rest);
+    clients
+}
+
+/// Runs the exchanges at once, on this task, and returns their replies in order.
+async fn join_all<F: std::future::Future<Output = Vec<u8>>>(
+    exchanges: impl Iterator<Item = F>,
+) -> Vec<Vec<u8>> {
+    let mut futures: Vec<std::pin::Pin<Box<F>>> = exchanges.map(Box::pin).collect();
+    let mut replies: Vec<Option<Vec<u8>>> = futures.iter().map(|_| None).collect();
+    std::future::poll_fn(|cx| {
+        let mut pending = false;
+        for (f, r) in futures.iter_mut().zip(replies.iter_mut()) {
+            if r.is_none() {
+                match f.as_mut().poll(cx) {
+                    std::task::Poll::Ready(v) => *r = Some(v),
+                    std::task::Poll::Pending => pending = true,
+                }
+            }
+        }
+        if pending {
+            std::task::Poll::Pending
+        } else {
+            std::task::Poll::Ready(())
+        }
+    })
+    .await;
+    replies.into_iter().map(Option::unwrap_or_default).collect()
+}
 
 /// Sends `data` on a fresh connection, half-closes it, and returns what the broker sent back.
 async fn exchange(addr: SocketAddr, data: &[u8]) -> Vec<u8> {
