@@ -2396,6 +2396,35 @@ def _(env):
         slow.close()
 
 
+def start_flood(env, prefix, stop, errs):
+    """Starts a thread publishing 1 KiB QoS 0 messages to a topic of its own as fast as the
+    socket takes them, until `stop`; a failure is appended to `errs`. Returns the thread."""
+    def flood():
+        try:
+            pub, _ = do_connect(env, 4)
+            chunk = publish_pkt(new_id(prefix), b"z" * 1024) * 20
+            pub.sock.settimeout(TIMEOUT)
+            while not stop.is_set():
+                pub.sock.sendall(chunk)
+            pub.close()
+        except (OSError, Setup) as e:
+            errs.append(f"the flooding publisher failed: {e}")
+
+    thread = threading.Thread(target=flood, daemon=True)
+    thread.start()
+    return thread
+
+
+def pair_kept_half_its_rate(pair, took, report):
+    """None if the pair sent at least half its nominal messages over `took` seconds."""
+    nominal = took / PERIOD
+    if pair.sent < nominal / 2:
+        return (f"expected at least {nominal / 2:.0f} of the pair's {nominal:.0f} nominal "
+                f"messages, got {pair.sent} in {took:.1f}s "
+                f"({100 * pair.sent / nominal:.0f}%; {report})")
+    return None
+
+
 @case("overload: slow '#' subscribers joining one after another during a flood",
       "Issue 7: a bystander client must keep its message flow; only the slow clients may "
       "suffer. A private QoS 1 pair (one message per 20 ms) must keep at least half its rate "
@@ -2404,23 +2433,10 @@ def _(env):
     pair = Bystander(env)
     stop = threading.Event()
     flood_err = []
-
-    def flood():
-        try:
-            pub, _ = do_connect(env, 4)
-            chunk = publish_pkt(new_id("flood-stream/"), b"z" * 1024) * 20
-            pub.sock.settimeout(TIMEOUT)
-            while not stop.is_set():
-                pub.sock.sendall(chunk)
-            pub.close()
-        except (OSError, Setup) as e:
-            flood_err.append(str(e))
-
-    flooder = threading.Thread(target=flood, daemon=True)
     slows = []
     start = time.monotonic()
+    flooder = start_flood(env, "flood-stream/", stop, flood_err)
     try:
-        flooder.start()
         for _ in range(8):
             stop.wait(0.45)
             slow = Conn(env, 4)
@@ -2436,15 +2452,10 @@ def _(env):
         for slow in slows:
             slow.close()
     if flood_err:
-        return f"the flooding publisher failed: {flood_err[0]}"
-    nominal = took / PERIOD
+        return flood_err[0]
     if not ok:
         return f"the pair's flow broke: {report}"
-    if pair.sent < nominal / 2:
-        return (f"expected at least {nominal / 2:.0f} of the pair's {nominal:.0f} nominal "
-                f"messages, got {pair.sent} in {took:.1f}s "
-                f"({100 * pair.sent / nominal:.0f}%; {report})")
-    return None
+    return pair_kept_half_its_rate(pair, took, report)
 
 
 @case("overload: a '#' subscriber that reads slowly during a flood",
@@ -2455,17 +2466,6 @@ def _(env):
     pair = Bystander(env)
     stop = threading.Event()
     errs = []
-
-    def flood():
-        try:
-            pub, _ = do_connect(env, 4)
-            chunk = publish_pkt(new_id("flood-slowread/"), b"z" * 1024) * 20
-            pub.sock.settimeout(TIMEOUT)
-            while not stop.is_set():
-                pub.sock.sendall(chunk)
-            pub.close()
-        except (OSError, Setup) as e:
-            errs.append(f"the flooding publisher failed: {e}")
 
     def slow_reader():
         try:
@@ -2487,12 +2487,11 @@ def _(env):
         except (OSError, Setup) as e:
             errs.append(f"the slow reader failed: {e}")
 
-    threads = [threading.Thread(target=flood, daemon=True),
-               threading.Thread(target=slow_reader, daemon=True)]
+    reader = threading.Thread(target=slow_reader, daemon=True)
     start = time.monotonic()
+    threads = [start_flood(env, "flood-slowread/", stop, errs), reader]
     try:
-        for t in threads:
-            t.start()
+        reader.start()
         stop.wait(4.0)
     finally:
         stop.set()
@@ -2504,14 +2503,9 @@ def _(env):
         return errs[0]
     if not ok:
         return f"the pair's flow broke: {report}"
-    nominal = took / PERIOD
-    if pair.sent < nominal / 2:
-        return (f"expected at least {nominal / 2:.0f} of the pair's {nominal:.0f} nominal "
-                f"messages, got {pair.sent} in {took:.1f}s "
-                f"({100 * pair.sent / nominal:.0f}%; {report})")
     if pair.max_gap > 0.3 or pair.max_ack_wait > 0.3:
         return f"the pair waited too long: {report}"
-    return None
+    return pair_kept_half_its_rate(pair, took, report)
 
 
 @case("overload: 300 connections sending malformed packets at once", "5.0 4.13 / 3.1.1 4.8: "
